@@ -1,0 +1,268 @@
+//! The validated, normalised model of a stack. Everything downstream of the
+//! manifest loader works on these types; they never hold raw TOML.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default stop grace period, matching Kubernetes' termination grace.
+pub const STOP_GRACE_S_DEFAULT: u64 = 30;
+/// Default health-check interval.
+pub const HEALTH_INTERVAL_S_DEFAULT: u64 = 10;
+/// Default health-check timeout.
+pub const HEALTH_TIMEOUT_S_DEFAULT: u64 = 2;
+/// Default consecutive failures before a container counts as unhealthy.
+pub const HEALTH_RETRIES_DEFAULT: u32 = 3;
+/// Default number of apps of one tier started at once.
+pub const MAX_PARALLEL_DEFAULT: usize = 4;
+/// Upper bound on `max_parallel`: beyond this the engine is the bottleneck.
+pub const MAX_PARALLEL_MAX: usize = 32;
+/// Default time an install waits for a container to be running (and healthy).
+pub const START_TIMEOUT_S_DEFAULT: u64 = 120;
+/// Default time between two chain probes of a node.
+pub const PROBE_INTERVAL_S_DEFAULT: u64 = 5;
+/// Default time a chain probe waits for an answer. Generous: bitcoind can
+/// be slow to answer RPC while it validates blocks.
+pub const PROBE_TIMEOUT_S_DEFAULT: u64 = 3;
+/// Default time a node must be unreachable without interruption to count as
+/// down (the debounce of node failover).
+pub const DOWN_AFTER_S_DEFAULT: u64 = 90;
+/// Default time a down node must be reachable without interruption to count
+/// as healthy again (the hysteresis of node failover).
+pub const RECOVERY_AFTER_S_DEFAULT: u64 = 60;
+
+/// A whole stack: its settings and every app, companions included (a
+/// companion is an app with `companion_of` set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    pub name: String,
+    pub settings: StackSettings,
+    pub apps: BTreeMap<String, App>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackSettings {
+    /// Engine network every app of the stack joins (its app id is its DNS alias).
+    pub network: String,
+    /// Apps of one tier started at once.
+    pub max_parallel: usize,
+    /// How long an install waits for running (and healthy) before rolling back.
+    pub start_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DependsCondition {
+    /// The dependency's container is running.
+    Started,
+    /// The dependency's health check passes (berth evaluates it).
+    Healthy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whenever it exits, unless the user stopped it.
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit or an unhealthy verdict.
+    OnFailure,
+    /// Never restart.
+    No,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// Host address to bind; `None` binds every address.
+    pub host_ip: Option<String>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// Short name from the manifest (`data`); the engine volume is
+    /// `naming::volume_name(stack, app, name)`.
+    pub name: String,
+    /// Absolute path inside the container.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum HealthKind {
+    /// GET `http://<container>:<port><path>` answers 2xx/3xx.
+    Http { port: u16, path: String },
+    /// A TCP connect to `<container>:<port>` succeeds.
+    Tcp { port: u16 },
+    /// The command, executed in the container through the engine API, exits 0.
+    Command { argv: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures (after the start period) before unhealthy.
+    pub retries: u32,
+    /// Failures during this period after start do not count.
+    pub start_period: Duration,
+}
+
+/// A web UI the app serves, reachable from the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebUi {
+    pub host_port: u16,
+    pub path: String,
+}
+
+/// How berth reads a node's chain state (its "probe").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ProbeKind {
+    /// bitcoind JSON-RPC `getblockchaininfo` (HTTP basic auth).
+    Bitcoind {
+        user: Option<String>,
+        /// A secret of the node's app holding the RPC password.
+        password_secret: Option<String>,
+    },
+    /// monerod JSON-RPC `get_info` on `POST /json_rpc`.
+    Monerod,
+    /// `GET path` answering 2xx means reachable and synced.
+    Http { path: String },
+    /// A TCP connect means reachable and synced.
+    Tcp,
+}
+
+impl ProbeKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeKind::Bitcoind { .. } => "bitcoind",
+            ProbeKind::Monerod => "monerod",
+            ProbeKind::Http { .. } => "http",
+            ProbeKind::Tcp => "tcp",
+        }
+    }
+}
+
+/// A node app's chain probe, and the timing of its down/healthy verdicts.
+/// The timing belongs to the node, not to its dependents: every dependent
+/// sees one verdict ("monerod down since 12:03:10").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    /// Container port, reached on the container's address.
+    pub port: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Unreachable without interruption this long (after having been
+    /// reachable once) = down.
+    pub down_after: Duration,
+    /// Reachable without interruption this long = healthy again.
+    pub recovery_after: Duration,
+}
+
+/// The nodes an app waits for (sync gate) and is turned away by (failover).
+/// Every name is an app of the stack with a `probe`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSpec {
+    /// Held (kept stopped) until every one of these is synced.
+    pub wait_for: Vec<String>,
+    /// Never block the release; shown as passive badges.
+    pub wait_for_optional: Vec<String>,
+    /// After the release: stopped while any of these is down, started
+    /// again once all are healthy.
+    pub reject_when_down: Vec<String>,
+    /// Ignored when down; shown as passive badges.
+    pub reject_when_down_optional: Vec<String>,
+}
+
+impl GateSpec {
+    /// The four lists with their manifest keys.
+    pub fn lists(&self) -> [(&'static str, &Vec<String>); 4] {
+        [
+            ("wait_for", &self.wait_for),
+            ("wait_for_optional", &self.wait_for_optional),
+            ("reject_when_down", &self.reject_when_down),
+            ("reject_when_down_optional", &self.reject_when_down_optional),
+        ]
+    }
+
+    /// Every node the gate names, once each, in name order.
+    pub fn nodes(&self) -> std::collections::BTreeSet<&str> {
+        self.wait_for
+            .iter()
+            .chain(&self.wait_for_optional)
+            .chain(&self.reject_when_down)
+            .chain(&self.reject_when_down_optional)
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    pub id: String,
+    /// Set for a companion: the app it is installed and removed with.
+    pub companion_of: Option<String>,
+    pub image: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<PortMapping>,
+    pub volumes: Vec<VolumeMount>,
+    pub depends_on: BTreeMap<String, DependsCondition>,
+    /// Explicit tier floor from the manifest; the effective tier also
+    /// respects dependencies (see `graph`).
+    pub tier: Option<u32>,
+    pub stop_grace: Duration,
+    pub restart: RestartPolicy,
+    pub health: Option<HealthCheck>,
+    /// Names of stack secrets handed to the container as files under
+    /// `/run/secrets/<name>`.
+    pub secrets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub memory_bytes: Option<u64>,
+    pub cap_add: Vec<String>,
+    pub user: Option<String>,
+    pub web_ui: Option<WebUi>,
+    /// Ids of this app's companions (each also an entry of `Stack::apps`).
+    pub companions: Vec<String>,
+    /// How berth reads this app's chain state, when it is a node others
+    /// gate on. `default`: records stored before gates existed load.
+    #[serde(default)]
+    pub probe: Option<ProbeSpec>,
+    /// The nodes this app waits for and is rejected by.
+    #[serde(default)]
+    pub gate: Option<GateSpec>,
+}
+
+impl Stack {
+    pub fn app(&self, id: &str) -> Option<&App> {
+        self.apps.get(id)
+    }
+
+    /// The app together with its companions, the unit install/uninstall act on.
+    pub fn with_companions(&self, id: &str) -> Vec<&App> {
+        let mut out = Vec::new();
+        if let Some(app) = self.apps.get(id) {
+            out.push(app);
+            for c in &app.companions {
+                if let Some(c) = self.apps.get(c) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,1076 @@
+//! The rules a manifest must satisfy.
+//!
+//! Two kinds live here. Value rules (`check_app_id`, `parse_port`,
+//! `parse_memory`, ...) judge one value and return a lowercase message; the
+//! loader in `manifest` calls them while it walks the TOML document, so the
+//! message lands on the value's line and column. Stack rules
+//! (`validate_stack`) need the whole normalised stack — dependencies,
+//! cycles, host-port conflicts, web UIs, container-name lengths, gates and
+//! their nodes' probes — and use a
+//! `SourceMap` the loader filled in to point back at the source.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::graph;
+use crate::manifest::Diagnostic;
+use crate::model::{DependsCondition, PortMapping, ProbeKind, ProbeSpec, Protocol, Stack};
+use crate::naming;
+
+/// Longest app id, stack name or companion key (so that `{stack}-{app}`
+/// stays a valid engine name).
+pub const ID_LEN_MAX: usize = 31;
+/// Longest container name the engines accept as a DNS-safe hostname.
+pub const CONTAINER_NAME_LEN_MAX: usize = 63;
+/// Highest explicit tier floor; tiers are small numbers in practice.
+pub const TIER_MAX: u32 = 1000;
+/// Most apps (companions included) one stack may hold.
+pub const APPS_MAX: usize = 256;
+/// Largest manifest file the loader parses.
+pub const MANIFEST_BYTES_MAX: usize = 1024 * 1024;
+
+/// Linux capabilities `cap_add` may name (without the `CAP_` prefix).
+pub const CAPABILITIES: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+];
+
+/// Label prefix reserved for the labels berth sets itself.
+pub const RESERVED_LABEL_PREFIX: &str = "io.berth.";
+
+// ---------------------------------------------------------------------------
+// Value rules
+// ---------------------------------------------------------------------------
+
+/// `^[a-z][a-z0-9-]{0,30}$`: app ids, stack names and companion keys.
+fn is_short_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && s.len() <= ID_LEN_MAX
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+}
+
+fn short_name(what: &str, s: &str) -> Result<(), String> {
+    if is_short_name(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} {s:?}: use 1 to {ID_LEN_MAX} characters, a lowercase letter followed by lowercase letters, digits or '-'"
+        ))
+    }
+}
+
+pub fn check_app_id(s: &str) -> Result<(), String> {
+    short_name("app id", s)
+}
+
+pub fn check_stack_name(s: &str) -> Result<(), String> {
+    short_name("stack name", s)
+}
+
+/// The key under `companions`; the companion's id is `{parent}-{key}`.
+pub fn check_companion_key(s: &str) -> Result<(), String> {
+    short_name("companion name", s)
+}
+
+/// Engine network names: `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`.
+pub fn check_network_name(s: &str) -> Result<(), String> {
+    let mut chars = s.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && s.len() <= CONTAINER_NAME_LEN_MAX
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid network name {s:?}: use 1 to {CONTAINER_NAME_LEN_MAX} letters, digits, '_', '.' or '-', starting with a letter or digit"
+        ))
+    }
+}
+
+pub fn check_image(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        Err("image must not be empty".into())
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!(
+            "invalid image {s:?}: an image reference has no spaces"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `^[A-Za-z_][A-Za-z0-9_]*$`
+pub fn check_env_key(s: &str) -> Result<(), String> {
+    let mut chars = s.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid environment variable name {s:?}: use letters, digits and '_', not starting with a digit"
+        ))
+    }
+}
+
+/// `^[a-z][a-z0-9_-]*$`
+pub fn check_volume_name(s: &str) -> Result<(), String> {
+    let mut chars = s.chars();
+    let ok = matches!(chars.next(), Some('a'..='z'))
+        && s.len() <= ID_LEN_MAX
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid volume name {s:?}: use 1 to {ID_LEN_MAX} characters, a lowercase letter followed by lowercase letters, digits, '_' or '-'"
+        ))
+    }
+}
+
+/// An absolute container path, not `/` itself and not the secrets mount.
+pub fn check_volume_path(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err(format!(
+            "volume path {s:?} is relative: use an absolute path inside the container, e.g. \"/data\""
+        ));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(format!("invalid volume path {s:?}"));
+    }
+    let trimmed = s.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err("a volume cannot be mounted at \"/\"".into());
+    }
+    if s.split('/').any(|part| part == "..") {
+        return Err(format!("volume path {s:?} must not contain \"..\""));
+    }
+    let secrets = naming::SECRETS_MOUNT_PATH;
+    if trimmed == secrets || trimmed.starts_with(&format!("{secrets}/")) {
+        return Err(format!(
+            "volume path {s:?} is reserved: berth mounts secrets at {secrets}"
+        ));
+    }
+    Ok(())
+}
+
+/// `^[a-z0-9][a-z0-9_.-]*$`
+pub fn check_secret_name(s: &str) -> Result<(), String> {
+    let mut chars = s.chars();
+    let ok = matches!(chars.next(), Some('a'..='z' | '0'..='9'))
+        && s.len() <= 255
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid secret name {s:?}: use lowercase letters, digits, '_', '.' or '-', starting with a letter or digit"
+        ))
+    }
+}
+
+pub fn check_label_key(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        Err("label key must not be empty".into())
+    } else if s.starts_with(RESERVED_LABEL_PREFIX) {
+        Err(format!(
+            "label {s:?} is reserved: keys starting with {RESERVED_LABEL_PREFIX:?} belong to berth"
+        ))
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!(
+            "invalid label key {s:?}: a label key has no spaces"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A capability name, uppercase, with an optional `CAP_` prefix that is
+/// stripped: `CAP_NET_ADMIN` → `NET_ADMIN`.
+pub fn normalize_capability(s: &str) -> Result<String, String> {
+    let name = s.strip_prefix("CAP_").unwrap_or(s);
+    if CAPABILITIES.contains(&name) {
+        return Ok(name.to_string());
+    }
+    let upper = name.to_ascii_uppercase();
+    let upper = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if CAPABILITIES.contains(&upper) {
+        Err(format!(
+            "capability {s:?} must be written in uppercase: {upper:?}"
+        ))
+    } else {
+        Err(format!("unknown capability {s:?}"))
+    }
+}
+
+/// `uid[:gid]` or `name[:group]`.
+pub fn check_user(s: &str) -> Result<(), String> {
+    let part_ok = |p: &str| {
+        let mut chars = p.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    let ok = match s.split_once(':') {
+        Some((user, group)) => part_ok(user) && part_ok(group),
+        None => part_ok(s),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid user {s:?}: use USER or USER:GROUP, as names or numeric ids, e.g. \"1000:1000\""
+        ))
+    }
+}
+
+/// A bitcoind RPC user name: HTTP basic auth cannot carry a `:` in it.
+pub fn check_rpc_user(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        Err("rpc user must not be empty".into())
+    } else if s.contains(':') {
+        Err(format!(
+            "invalid rpc user {s:?}: HTTP basic auth cannot carry a ':' in the user name"
+        ))
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!("invalid rpc user {s:?}: a user name has no spaces"))
+    } else {
+        Ok(())
+    }
+}
+
+/// An HTTP path: starts with `/`, no spaces.
+pub fn check_http_path(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        Err(format!("path {s:?} must start with \"/\""))
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!("invalid path {s:?}: a path has no spaces"))
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_port_number(s: &str, what: &str, spec: &str) -> Result<u16, String> {
+    if s.is_empty() {
+        return Err(format!("invalid port mapping {spec:?}: missing {what}"));
+    }
+    if s.contains('-')
+        && s.split('-')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "invalid port mapping {spec:?}: port ranges are not supported, list each port"
+        ));
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "invalid port mapping {spec:?}: {what} {s:?} is not a number"
+        ));
+    }
+    match s.parse::<u32>() {
+        Ok(n @ 1..=65535) => Ok(n as u16),
+        _ => Err(format!(
+            "invalid port mapping {spec:?}: {what} {s} is out of range 1-65535"
+        )),
+    }
+}
+
+/// `[HOST_IP:]HOST:CONTAINER[/tcp|udp]`; an IPv6 host address is written
+/// in brackets: `[::1]:8080:80`.
+pub fn parse_port(spec: &str) -> Result<PortMapping, String> {
+    let (body, protocol) = match spec.rsplit_once('/') {
+        Some((body, "tcp")) => (body, Protocol::Tcp),
+        Some((body, "udp")) => (body, Protocol::Udp),
+        Some((_, other)) => {
+            return Err(format!(
+                "invalid port mapping {spec:?}: unknown protocol {other:?} (use tcp or udp)"
+            ));
+        }
+        None => (spec, Protocol::Tcp),
+    };
+    let (host_ip, ports) = if let Some(rest) = body.strip_prefix('[') {
+        let Some((ip, ports)) = rest.split_once("]:") else {
+            return Err(format!(
+                "invalid port mapping {spec:?}: expected [IPV6]:HOST:CONTAINER"
+            ));
+        };
+        (Some(ip), ports)
+    } else {
+        match body.matches(':').count() {
+            0 => {
+                return Err(format!(
+                    "invalid port mapping {spec:?}: expected [HOST_IP:]HOST:CONTAINER[/tcp|udp], e.g. \"8080:80\""
+                ));
+            }
+            1 => (None, body),
+            2 => {
+                let (ip, ports) = body.split_once(':').expect("two colons");
+                (Some(ip), ports)
+            }
+            _ => {
+                return Err(format!(
+                    "invalid port mapping {spec:?}: write an IPv6 host address in brackets, e.g. \"[::1]:8080:80\""
+                ));
+            }
+        }
+    };
+    let host_ip = match host_ip {
+        None => None,
+        Some(ip) => match ip.parse::<IpAddr>() {
+            Ok(addr) => Some(addr.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "invalid port mapping {spec:?}: bad host address {ip:?}"
+                ));
+            }
+        },
+    };
+    let (host, container) = ports.split_once(':').ok_or_else(|| {
+        format!("invalid port mapping {spec:?}: expected HOST:CONTAINER after the host address")
+    })?;
+    if container.contains(':') {
+        return Err(format!(
+            "invalid port mapping {spec:?}: expected [HOST_IP:]HOST:CONTAINER[/tcp|udp]"
+        ));
+    }
+    Ok(PortMapping {
+        host_ip,
+        host_port: parse_port_number(host, "host port", spec)?,
+        container_port: parse_port_number(container, "container port", spec)?,
+        protocol,
+    })
+}
+
+/// The mapping as a manifest would write it.
+pub fn format_port(p: &PortMapping) -> String {
+    let proto = match p.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    match &p.host_ip {
+        Some(ip) if ip.contains(':') => {
+            format!("[{ip}]:{}:{}/{proto}", p.host_port, p.container_port)
+        }
+        Some(ip) => format!("{ip}:{}:{}/{proto}", p.host_port, p.container_port),
+        None => format!("{}:{}/{proto}", p.host_port, p.container_port),
+    }
+}
+
+/// Memory as a string: bytes, or a number with a `k`, `m` or `g` suffix
+/// (KiB, MiB, GiB; either case).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let help = "use a number of bytes, or a number with a k, m or g suffix, e.g. \"512m\"";
+    let (digits, multiplier) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("invalid memory {s:?}: {help}"));
+    }
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("invalid memory {s:?}: too large"))?;
+    check_memory_bytes(bytes)
+}
+
+pub fn check_memory_bytes(bytes: u64) -> Result<u64, String> {
+    if bytes == 0 {
+        Err("memory limit must be greater than zero".into())
+    } else {
+        Ok(bytes)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Source locations
+// ---------------------------------------------------------------------------
+
+/// Where a key or value sits in a manifest file. Line and column are 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+/// What the loader learned about the source while walking it, for the
+/// stack rules: where each dotted key path sits, under which path each app
+/// was written, and which parts were already rejected (so a stack rule does
+/// not pile a second, derived complaint onto them).
+///
+/// Paths are the loader's logical key paths: `apps.lnd.depends_on.bitcoind`,
+/// `apps.bitcoind.companions.ui.ports[0]`; in a standalone app file they
+/// have no `apps.<id>.` prefix.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMap {
+    /// File for diagnostics that have no recorded location.
+    pub file: String,
+    /// The stack came from a standalone app file.
+    pub standalone: bool,
+    locations: BTreeMap<String, Location>,
+    app_paths: BTreeMap<String, String>,
+    /// `(list path, item)` → the item's path (`apps.lnd.gate.wait_for[1]`),
+    /// for rules that find an item by value in a normalised list.
+    items: BTreeMap<(String, String), String>,
+    invalid: BTreeSet<String>,
+    unloaded: BTreeSet<String>,
+}
+
+impl SourceMap {
+    pub fn new(file: &str) -> Self {
+        SourceMap {
+            file: file.to_string(),
+            ..SourceMap::default()
+        }
+    }
+
+    pub fn record(&mut self, path: &str, location: Location) {
+        self.locations.insert(path.to_string(), location);
+    }
+
+    pub fn location(&self, path: &str) -> Location {
+        self.locations
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| Location {
+                file: self.file.clone(),
+                line: None,
+                column: None,
+            })
+    }
+
+    pub fn has(&self, path: &str) -> bool {
+        self.locations.contains_key(path)
+    }
+
+    /// The key path an app was written under (`apps.lnd`).
+    pub fn set_app_path(&mut self, id: &str, path: &str) {
+        self.app_paths.insert(id.to_string(), path.to_string());
+    }
+
+    pub fn app_path(&self, id: &str) -> String {
+        self.app_paths
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("apps.{}", key_segment(id)))
+    }
+
+    /// Remember where the item `value` of the list at `list` was written.
+    pub fn record_item(&mut self, list: &str, value: &str, item_path: &str) {
+        self.items
+            .insert((list.to_string(), value.to_string()), item_path.to_string());
+    }
+
+    /// The path of the item `value` of the list at `list`, or the list's
+    /// own path when the item was not recorded.
+    pub fn item_path(&self, list: &str, value: &str) -> String {
+        self.items
+            .get(&(list.to_string(), value.to_string()))
+            .cloned()
+            .unwrap_or_else(|| list.to_string())
+    }
+
+    /// The value at `path` was rejected by a value rule.
+    pub fn mark_invalid(&mut self, path: &str) {
+        self.invalid.insert(path.to_string());
+    }
+
+    /// Was `path`, or anything under it, rejected?
+    pub fn is_invalid_under(&self, path: &str) -> bool {
+        self.invalid
+            .range(path.to_string()..)
+            .take_while(|p| p.starts_with(path))
+            .any(|p| {
+                let rest = &p[path.len()..];
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            })
+    }
+
+    /// The app exists in the manifest but its definition could not be
+    /// loaded (an include that failed); references to it are not unknown.
+    pub fn mark_unloaded(&mut self, id: &str) {
+        self.unloaded.insert(id.to_string());
+    }
+
+    pub fn is_unloaded(&self, id: &str) -> bool {
+        self.unloaded.contains(id)
+    }
+
+    pub fn diagnostic(&self, path: &str, message: String) -> Diagnostic {
+        let location = self.location(path);
+        Diagnostic {
+            file: location.file,
+            line: location.line,
+            column: location.column,
+            key: path.to_string(),
+            message,
+        }
+    }
+}
+
+/// A key as it appears in a dotted path: bare when TOML allows it, quoted
+/// otherwise (`labels."com.example.tier"`).
+pub fn key_segment(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// `prefix.key`, or just `key` under the empty prefix.
+pub fn join_path(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key_segment(key)
+    } else {
+        format!("{prefix}.{}", key_segment(key))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stack rules
+// ---------------------------------------------------------------------------
+
+/// Every rule that needs more than one value: dependencies, cycles, host
+/// ports, web UIs, container names, gates and probes, the app count.
+/// Returns all problems.
+pub fn validate_stack(stack: &Stack, map: &SourceMap) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if stack.apps.len() > APPS_MAX {
+        out.push(map.diagnostic(
+            "apps",
+            format!(
+                "too many apps: {} (companions included), at most {APPS_MAX}",
+                stack.apps.len()
+            ),
+        ));
+    }
+    check_dependencies(stack, map, &mut out);
+    check_cycle(stack, map, &mut out);
+    check_host_ports(stack, map, &mut out);
+    check_web_uis(stack, map, &mut out);
+    check_container_names(stack, map, &mut out);
+    check_probe_secrets(stack, map, &mut out);
+    check_gate_nodes(stack, map, &mut out);
+    check_gate_deadlock(stack, map, &mut out);
+    out
+}
+
+fn check_dependencies(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    for (id, app) in &stack.apps {
+        let app_path = map.app_path(id);
+        for (dep, condition) in &app.depends_on {
+            // A companion's edge to its parent is implicit; never report it.
+            if app.companion_of.as_deref() == Some(dep.as_str()) {
+                continue;
+            }
+            let path = join_path(&join_path(&app_path, "depends_on"), dep);
+            if dep == id {
+                out.push(map.diagnostic(&path, format!("app {id:?} depends on itself")));
+                continue;
+            }
+            let Some(target) = stack.apps.get(dep) else {
+                if map.is_unloaded(dep) {
+                    continue;
+                }
+                let hint = if map.standalone {
+                    " (a standalone app file cannot depend on other apps: include it from a stack file)".to_string()
+                } else {
+                    match suggest(dep, stack.apps.keys().filter(|k| *k != id)) {
+                        Some(s) => format!(" (did you mean {s:?}?)"),
+                        None => String::new(),
+                    }
+                };
+                out.push(map.diagnostic(&path, format!("unknown dependency {dep:?}{hint}")));
+                continue;
+            };
+            let target_health = join_path(&map.app_path(dep), "health");
+            if *condition == DependsCondition::Healthy
+                && target.health.is_none()
+                && !map.is_invalid_under(&target_health)
+            {
+                out.push(map.diagnostic(
+                    &path,
+                    format!(
+                        "app {id:?} waits for {dep:?} to be healthy, but {dep:?} has no health check (add one, or use \"started\")"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn check_cycle(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    // Self-dependencies and unknown ids are reported on their own; strip
+    // them so the cycle search finds a real one.
+    let mut graph = stack.clone();
+    for (id, app) in graph.apps.iter_mut() {
+        app.depends_on
+            .retain(|dep, _| dep != id && stack.apps.contains_key(dep));
+    }
+    let Some(cycle) = graph::find_cycle(&graph) else {
+        return;
+    };
+    // Point at the first edge of the cycle the manifest spells out (a
+    // companion's edge to its parent is implicit).
+    let path = cycle
+        .windows(2)
+        .map(|pair| join_path(&join_path(&map.app_path(&pair[0]), "depends_on"), &pair[1]))
+        .find(|path| map.has(path))
+        .unwrap_or_else(|| map.app_path(&cycle[0]));
+    out.push(map.diagnostic(&path, format!("dependency cycle: {}", cycle.join(" -> "))));
+}
+
+/// Both bind the same host port: same port and protocol, and the same
+/// address or either binds every address.
+fn ports_conflict(a: &PortMapping, b: &PortMapping) -> bool {
+    let wildcard = |ip: &Option<String>| match ip {
+        None => true,
+        Some(ip) => ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()),
+    };
+    a.host_port == b.host_port
+        && a.protocol == b.protocol
+        && (wildcard(&a.host_ip) || wildcard(&b.host_ip) || a.host_ip == b.host_ip)
+}
+
+fn check_host_ports(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    let mut seen: Vec<(&str, &PortMapping)> = Vec::new();
+    for (id, app) in &stack.apps {
+        let app_path = map.app_path(id);
+        for (i, port) in app.ports.iter().enumerate() {
+            if let Some((other, earlier)) = seen.iter().find(|(_, p)| ports_conflict(p, port)) {
+                let proto = match port.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                };
+                let message = if *other == id.as_str() {
+                    format!(
+                        "host port {}/{proto} is published twice by app {id:?} ({:?} and {:?})",
+                        port.host_port,
+                        format_port(earlier),
+                        format_port(port)
+                    )
+                } else {
+                    format!(
+                        "host port {}/{proto} of app {id:?} ({:?}) is already published by app {other:?} ({:?})",
+                        port.host_port,
+                        format_port(port),
+                        format_port(earlier)
+                    )
+                };
+                out.push(
+                    map.diagnostic(&format!("{}[{i}]", join_path(&app_path, "ports")), message),
+                );
+            }
+            seen.push((id, port));
+        }
+    }
+}
+
+fn check_web_uis(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    for (id, app) in &stack.apps {
+        let Some(web_ui) = &app.web_ui else { continue };
+        let app_path = map.app_path(id);
+        if app.ports.iter().any(|p| p.host_port == web_ui.host_port)
+            || map.is_invalid_under(&join_path(&app_path, "ports"))
+        {
+            continue;
+        }
+        let published: Vec<String> = app.ports.iter().map(|p| p.host_port.to_string()).collect();
+        let published = if published.is_empty() {
+            "it publishes no ports".to_string()
+        } else {
+            format!("it publishes {}", published.join(", "))
+        };
+        out.push(map.diagnostic(
+            &join_path(&join_path(&app_path, "web_ui"), "port"),
+            format!(
+                "web ui port {} is not a host port app {id:?} publishes ({published})",
+                web_ui.host_port
+            ),
+        ));
+    }
+}
+
+fn check_container_names(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    if check_stack_name(&stack.name).is_err() {
+        // Already reported; every app would repeat it.
+        return;
+    }
+    for id in stack.apps.keys() {
+        let name = naming::container_name(&stack.name, id);
+        if name.len() > CONTAINER_NAME_LEN_MAX {
+            out.push(map.diagnostic(
+                &map.app_path(id),
+                format!(
+                    "container name {name:?} of app {id:?} is {} characters long, at most {CONTAINER_NAME_LEN_MAX}: shorten the stack name or the app id",
+                    name.len()
+                ),
+            ));
+        }
+    }
+}
+
+/// A bitcoind probe reads its RPC password from one of the node's own
+/// secrets, so the secret must be one the app lists.
+fn check_probe_secrets(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    for (id, app) in &stack.apps {
+        let Some(ProbeSpec {
+            kind:
+                ProbeKind::Bitcoind {
+                    password_secret: Some(secret),
+                    ..
+                },
+            ..
+        }) = &app.probe
+        else {
+            continue;
+        };
+        let app_path = map.app_path(id);
+        let path = join_path(&join_path(&app_path, "probe"), "password_secret");
+        if app.secrets.contains(secret)
+            || map.is_invalid_under(&join_path(&app_path, "secrets"))
+            || map.is_invalid_under(&path)
+        {
+            continue;
+        }
+        out.push(map.diagnostic(
+            &path,
+            format!(
+                "password_secret {secret:?} is not one of app {id:?}'s secrets: add it to `secrets`"
+            ),
+        ));
+    }
+}
+
+/// Every node a gate names is another app of the stack with a probe.
+fn check_gate_nodes(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    for (id, app) in &stack.apps {
+        let Some(gate) = &app.gate else { continue };
+        let gate_path = join_path(&map.app_path(id), "gate");
+        for (list_name, list) in gate.lists() {
+            let list_path = join_path(&gate_path, list_name);
+            for name in list {
+                let path = map.item_path(&list_path, name);
+                if name == id {
+                    out.push(map.diagnostic(&path, format!("app {id:?} cannot gate on itself")));
+                    continue;
+                }
+                let Some(node) = stack.apps.get(name) else {
+                    if map.is_unloaded(name) {
+                        continue;
+                    }
+                    let hint = if map.standalone {
+                        " (a standalone app file cannot gate on other apps: include it from a stack file)".to_string()
+                    } else {
+                        match suggest(name, stack.apps.keys().filter(|k| *k != id)) {
+                            Some(s) => format!(" (did you mean {s:?}?)"),
+                            None => String::new(),
+                        }
+                    };
+                    out.push(map.diagnostic(&path, format!("unknown app {name:?}{hint}")));
+                    continue;
+                };
+                let node_probe = join_path(&map.app_path(name), "probe");
+                if node.probe.is_none() && !map.is_invalid_under(&node_probe) {
+                    out.push(map.diagnostic(
+                        &path,
+                        format!(
+                            "app {name:?} has no probe, so berth cannot read its chain state (add `{node_probe}`)"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// An app held until a node is synced, where the node (transitively)
+/// needs the app to start first, would wait forever: dependency edges plus
+/// required sync-gate edges must stay acyclic. (A dependency cycle alone is
+/// reported by `check_cycle`.)
+fn check_gate_deadlock(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    let mut graph = stack.clone();
+    for (id, app) in graph.apps.iter_mut() {
+        app.depends_on
+            .retain(|dep, _| dep != id && stack.apps.contains_key(dep));
+    }
+    if graph::find_cycle(&graph).is_some() {
+        return;
+    }
+    let mut waits: BTreeSet<(String, String)> = BTreeSet::new();
+    for (id, app) in graph.apps.iter_mut() {
+        let Some(gate) = &app.gate else { continue };
+        for node in &gate.wait_for {
+            if node != id && stack.apps.contains_key(node) {
+                waits.insert((id.clone(), node.clone()));
+                app.depends_on
+                    .entry(node.clone())
+                    .or_insert(DependsCondition::Started);
+            }
+        }
+    }
+    let Some(cycle) = graph::find_cycle(&graph) else {
+        return;
+    };
+    // Tell it from the first waiting app of the cycle: "a waits for b,
+    // which can only start after a".
+    let edges = cycle.len() - 1;
+    let Some(start) =
+        (0..edges).find(|&i| waits.contains(&(cycle[i].clone(), cycle[i + 1].clone())))
+    else {
+        return;
+    };
+    let mut rotated: Vec<String> = (0..edges)
+        .map(|i| cycle[(start + i) % edges].clone())
+        .collect();
+    rotated.push(rotated[0].clone());
+    let (app, node) = (&rotated[0], &rotated[1]);
+    let list_path = join_path(&join_path(&map.app_path(app), "gate"), "wait_for");
+    out.push(map.diagnostic(
+        &map.item_path(&list_path, node),
+        format!(
+            "gate deadlock: {}: {app:?} waits for {node:?} to be synced, but {node:?} can only start after {app:?}",
+            rotated.join(" -> ")
+        ),
+    ));
+}
+
+/// The closest candidate to `word`, if any is within a small edit distance.
+pub fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut row = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            row[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(row[j] + 1);
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names() {
+        for ok in ["a", "bitcoind", "lnd-2", "a234567890123456789012345678901"] {
+            assert!(check_app_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "1abc",
+            "-a",
+            "a_b",
+            "a.b",
+            "a234567890123456789012345678901x",
+            "bitcoïnd",
+        ] {
+            assert!(check_app_id(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            check_stack_name("Demo").unwrap_err(),
+            "invalid stack name \"Demo\": use 1 to 31 characters, a lowercase letter followed by lowercase letters, digits or '-'"
+        );
+    }
+
+    #[test]
+    fn port_mappings() {
+        let p = parse_port("127.0.0.1:18443:18443").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol),
+            (18443, 18443, Protocol::Tcp)
+        );
+        let p = parse_port("8080:80/tcp").unwrap();
+        assert_eq!((p.host_ip, p.host_port, p.container_port), (None, 8080, 80));
+        assert_eq!(parse_port("9000:9000/udp").unwrap().protocol, Protocol::Udp);
+        let p = parse_port("[::1]:8080:80").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("::1"));
+        assert_eq!(format_port(&p), "[::1]:8080:80/tcp");
+
+        let cases = [
+            ("8080", "expected [HOST_IP:]HOST:CONTAINER[/tcp|udp]"),
+            ("8080:80/sctp", "unknown protocol \"sctp\""),
+            ("0:80", "host port 0 is out of range 1-65535"),
+            ("8080:70000", "container port 70000 is out of range 1-65535"),
+            ("http:80", "host port \"http\" is not a number"),
+            ("8000-8010:8000-8010", "port ranges are not supported"),
+            ("localhost:8080:80", "bad host address \"localhost\""),
+            ("::1:8080:80", "write an IPv6 host address in brackets"),
+            (":80", "missing host port"),
+            ("8080:", "missing container port"),
+            ("[::1:8080:80", "expected [IPV6]:HOST:CONTAINER"),
+        ];
+        for (spec, want) in cases {
+            let err = parse_port(spec).unwrap_err();
+            assert!(err.contains(want), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn memory() {
+        assert_eq!(parse_memory("512m"), Ok(512 << 20));
+        assert_eq!(parse_memory("2G"), Ok(2 << 30));
+        assert_eq!(parse_memory("64k"), Ok(64 << 10));
+        assert_eq!(parse_memory("1048576"), Ok(1 << 20));
+        for bad in [
+            "",
+            "m",
+            "512mb",
+            "1.5g",
+            "-1g",
+            "lots",
+            "99999999999999999999g",
+        ] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_memory("0m"),
+            Err("memory limit must be greater than zero".into())
+        );
+    }
+
+    #[test]
+    fn capabilities() {
+        assert_eq!(
+            normalize_capability("CAP_NET_ADMIN"),
+            Ok("NET_ADMIN".into())
+        );
+        assert_eq!(
+            normalize_capability("NET_BIND_SERVICE"),
+            Ok("NET_BIND_SERVICE".into())
+        );
+        assert_eq!(
+            normalize_capability("net_admin"),
+            Err("capability \"net_admin\" must be written in uppercase: \"NET_ADMIN\"".into())
+        );
+        assert_eq!(
+            normalize_capability("ALL"),
+            Err("unknown capability \"ALL\"".into())
+        );
+    }
+
+    #[test]
+    fn names_and_paths() {
+        assert!(check_env_key("RUST_LOG").is_ok());
+        assert!(check_env_key("_x1").is_ok());
+        assert!(check_env_key("1X").is_err());
+        assert!(check_env_key("A-B").is_err());
+        assert!(check_volume_name("data_dir-2").is_ok());
+        assert!(check_volume_name("Data").is_err());
+        assert!(check_volume_path("/data").is_ok());
+        assert!(check_volume_path("data").is_err());
+        assert!(check_volume_path("/").is_err());
+        assert!(check_volume_path("/run/secrets/x").is_err());
+        assert!(check_volume_path("/run/secretsx").is_ok());
+        assert!(check_volume_path("/a/../b").is_err());
+        assert!(check_secret_name("bitcoind-rpc.password_1").is_ok());
+        assert!(check_secret_name(".hidden").is_err());
+        assert!(check_secret_name("a/b").is_err());
+        assert!(check_label_key("com.example.tier").is_ok());
+        assert!(check_label_key("io.berth.app").is_err());
+        assert!(check_user("1000:1000").is_ok());
+        assert!(check_user("bitcoin").is_ok());
+        assert!(check_user("a:b:c").is_err());
+        assert!(check_user("").is_err());
+        assert!(check_network_name("demo_net.1").is_ok());
+        assert!(check_network_name("-x").is_err());
+        assert!(check_image("localhost/x:latest").is_ok());
+        assert!(check_image("a b").is_err());
+        assert!(check_http_path("/health").is_ok());
+        assert!(check_http_path("health").is_err());
+    }
+
+    #[test]
+    fn suggestions() {
+        let ids = ["bitcoind".to_string(), "electrs".into(), "lnd".into()];
+        assert_eq!(suggest("bitcoin", ids.iter()), Some("bitcoind"));
+        assert_eq!(suggest("lnx", ids.iter()), Some("lnd"));
+        assert_eq!(suggest("monerod", ids.iter()), None);
+    }
+
+    #[test]
+    fn invalid_paths_cover_children_only() {
+        let mut map = SourceMap::new("f");
+        map.mark_invalid("apps.a.ports[1]");
+        map.mark_invalid("apps.a-b.x");
+        map.mark_invalid("apps.a.port!");
+        assert!(map.is_invalid_under("apps.a.ports"));
+        assert!(map.is_invalid_under("apps.a"));
+        assert!(!map.is_invalid_under("apps.a.port"));
+        assert!(!map.is_invalid_under("apps.ab"));
+        assert!(!map.is_invalid_under("apps.a.ports[1]x"));
+    }
+
+    #[test]
+    fn key_segments_are_quoted_when_needed() {
+        assert_eq!(
+            join_path("apps.x.labels", "com.example.tier"),
+            "apps.x.labels.\"com.example.tier\""
+        );
+        assert_eq!(join_path("", "stack"), "stack");
+        assert_eq!(join_path("a", ""), "a.\"\"");
+    }
+}
