@@ -248,11 +248,7 @@ mod tests {
     fn stack(apps: Vec<App>) -> Stack {
         Stack {
             name: "t".into(),
-            settings: StackSettings {
-                network: "t".into(),
-                max_parallel: 4,
-                start_timeout: Duration::from_secs(120),
-            },
+            settings: StackSettings::with_network("t"),
             apps: apps.into_iter().map(|a| (a.id.clone(), a)).collect(),
         }
     }

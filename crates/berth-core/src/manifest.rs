@@ -55,9 +55,9 @@ use toml::de::{DeString, DeTable, DeValue};
 use crate::duration::parse_duration;
 use crate::model::{
     App, DOWN_AFTER_S_DEFAULT, DependsCondition, GateSpec, HealthCheck, HealthKind,
-    MAX_PARALLEL_DEFAULT, MAX_PARALLEL_MAX, PROBE_INTERVAL_S_DEFAULT, PROBE_TIMEOUT_S_DEFAULT,
-    ProbeKind, ProbeSpec, RECOVERY_AFTER_S_DEFAULT, RestartPolicy, START_TIMEOUT_S_DEFAULT,
-    STOP_GRACE_S_DEFAULT, Stack, StackSettings, VolumeMount, WebUi,
+    MAX_PARALLEL_MAX, PROBE_INTERVAL_S_DEFAULT, PROBE_TIMEOUT_S_DEFAULT, ProbeKind, ProbeSpec,
+    RECOVERY_AFTER_S_DEFAULT, RestartPolicy, STOP_GRACE_S_DEFAULT, Stack, StackSettings,
+    VolumeMount, WebUi,
 };
 use crate::model::{HEALTH_INTERVAL_S_DEFAULT, HEALTH_RETRIES_DEFAULT, HEALTH_TIMEOUT_S_DEFAULT};
 use crate::validate::{self, Location, SourceMap, join_path};
@@ -68,7 +68,7 @@ pub const STANDALONE_STACK_NAME: &str = "berth";
 pub const HEALTH_RETRIES_MAX: u32 = 100;
 
 const STACK_FILE_KEYS: &[&str] = &["stack", "apps"];
-const STACK_KEYS: &[&str] = &["name", "network", "max_parallel", "start_timeout"];
+const STACK_KEYS: &[&str] = &["name", "network", "max_parallel", "start_timeout", "settle"];
 /// Keys of an app, in the order the manifest reference lists them.
 const APP_KEYS: &[&str] = &[
     "image",
@@ -229,11 +229,7 @@ pub fn parse_app_file(file: &str, text: &str) -> Result<Stack, Diagnostics> {
     walk.app_file(doc.get_ref(), None, "", &mut apps);
     let header = StackHeader {
         name: STANDALONE_STACK_NAME.to_string(),
-        settings: StackSettings {
-            network: STANDALONE_STACK_NAME.to_string(),
-            max_parallel: MAX_PARALLEL_DEFAULT,
-            start_timeout: Duration::from_secs(START_TIMEOUT_S_DEFAULT),
-        },
+        settings: StackSettings::with_network(STANDALONE_STACK_NAME),
     };
     let stack = assemble(header, apps, &mut out);
     finish(stack, out)
@@ -659,11 +655,7 @@ impl Walk<'_, '_> {
         self.check_keys(root, STACK_FILE_KEYS, "");
         let mut header = StackHeader {
             name: String::new(),
-            settings: StackSettings {
-                network: String::new(),
-                max_parallel: MAX_PARALLEL_DEFAULT,
-                start_timeout: Duration::from_secs(START_TIMEOUT_S_DEFAULT),
-            },
+            settings: StackSettings::with_network(String::new()),
         };
         let Some((key, v)) = root.get_key_value("stack") else {
             self.error(
@@ -715,6 +707,23 @@ impl Walk<'_, '_> {
             && let Some(d) = self.duration(v, "stack.start_timeout", false)
         {
             header.settings.start_timeout = d;
+        }
+        if let Some(v) = t.get("settle")
+            && let Some(d) = self.duration(v, "stack.settle", true)
+        {
+            if d > header.settings.start_timeout {
+                self.error(
+                    Some(v.span()),
+                    "stack.settle",
+                    format!(
+                        "settle ({}) must not be longer than start_timeout ({})",
+                        crate::duration::format_duration(d),
+                        crate::duration::format_duration(header.settings.start_timeout)
+                    ),
+                );
+            } else {
+                header.settings.settle = d;
+            }
         }
         header
     }
@@ -1643,7 +1652,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::{PortMapping, Protocol};
+    use crate::model::{MAX_PARALLEL_DEFAULT, PortMapping, Protocol, START_TIMEOUT_S_DEFAULT};
 
     const REFERENCE: &str = r#"
 [stack]
@@ -1799,6 +1808,28 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
     }
 
     #[test]
+    fn settle_defaults_parses_and_is_bounded_by_start_timeout() {
+        let app = "[apps.a]\nimage = \"i\"\n";
+        assert_eq!(
+            load(&format!("{HEAD}{app}")).settings.settle,
+            Duration::from_millis(crate::model::SETTLE_MS_DEFAULT)
+        );
+        let stack = load(&format!("[stack]\nname = \"demo\"\nsettle = \"0s\"\n{app}"));
+        assert_eq!(stack.settings.settle, Duration::ZERO);
+        let stack = load(&format!("[stack]\nname = \"demo\"\nsettle = \"3s\"\n{app}"));
+        assert_eq!(stack.settings.settle, Duration::from_secs(3));
+        assert_eq!(
+            errors(&format!(
+                "[stack]\nname = \"demo\"\nstart_timeout = \"5s\"\nsettle = \"10s\"\n{app}"
+            )),
+            vec![
+                "berth.toml:4:10: stack.settle: settle (10s) must not be longer than start_timeout (5s)"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
     fn defaults_apply() {
         let stack = load(&format!(
             "{HEAD}[apps.a]\nimage = \"i\"\nports = [\"80:80\"]\nweb_ui = {{ port = 80 }}\nhealth = {{ http = {{ port = 80 }} }}\n"
@@ -1882,7 +1913,7 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
         assert_eq!(
             errs,
             [
-                "berth.toml:3:1: stack.colour: unknown key `colour`, expected one of: name, network, max_parallel, start_timeout",
+                "berth.toml:3:1: stack.colour: unknown key `colour`, expected one of: name, network, max_parallel, start_timeout, settle",
                 "berth.toml:6:1: apps.a.imgae: unknown key `imgae`, expected one of: image, entrypoint, command, env, ports, volumes, depends_on, tier, stop_grace, restart, secrets, labels, memory, cap_add, user, web_ui, health, probe, gate, companions, manifest",
                 "berth.toml:7:23: apps.a.web_ui.size: unknown key `size`, expected one of: port, path",
                 "berth.toml:10:19: apps.a.health.tcp.addr: unknown key `addr`, expected one of: port",

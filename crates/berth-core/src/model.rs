@@ -20,6 +20,9 @@ pub const MAX_PARALLEL_DEFAULT: usize = 4;
 pub const MAX_PARALLEL_MAX: usize = 32;
 /// Default time an install waits for a container to be running (and healthy).
 pub const START_TIMEOUT_S_DEFAULT: u64 = 120;
+/// How long an app without a health check must stay running after its start
+/// before an install counts it as started (milliseconds).
+pub const SETTLE_MS_DEFAULT: u64 = 500;
 /// Default time between two chain probes of a node.
 pub const PROBE_INTERVAL_S_DEFAULT: u64 = 5;
 /// Default time a chain probe waits for an answer. Generous: bitcoind can
@@ -49,6 +52,27 @@ pub struct StackSettings {
     pub max_parallel: usize,
     /// How long an install waits for running (and healthy) before rolling back.
     pub start_timeout: Duration,
+    /// How long an app without a health check must keep running after its
+    /// start before an install counts it as started; an exit inside this
+    /// window fails the install (and rolls it back).
+    #[serde(default = "default_settle")]
+    pub settle: Duration,
+}
+
+fn default_settle() -> Duration {
+    Duration::from_millis(SETTLE_MS_DEFAULT)
+}
+
+impl StackSettings {
+    /// The defaults for a stack whose engine network is `network`.
+    pub fn with_network(network: impl Into<String>) -> Self {
+        StackSettings {
+            network: network.into(),
+            max_parallel: MAX_PARALLEL_DEFAULT,
+            start_timeout: Duration::from_secs(START_TIMEOUT_S_DEFAULT),
+            settle: default_settle(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

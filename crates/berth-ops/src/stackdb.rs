@@ -3,9 +3,8 @@
 //! serves both "bring this stack file up" and "start what is installed".
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use berth_core::model::{App, MAX_PARALLEL_DEFAULT, START_TIMEOUT_S_DEFAULT, Stack, StackSettings};
+use berth_core::model::{App, Stack, StackSettings};
 use berth_store::{AppRecord, Desired};
 
 use crate::{Ctx, OpsError, Result};
@@ -19,11 +18,7 @@ pub fn installed_stacks(ctx: &Ctx) -> Result<BTreeMap<String, (Stack, Vec<AppRec
             (
                 Stack {
                     name: rec.stack.clone(),
-                    settings: StackSettings {
-                        network: rec.network.clone(),
-                        max_parallel: MAX_PARALLEL_DEFAULT,
-                        start_timeout: Duration::from_secs(START_TIMEOUT_S_DEFAULT),
-                    },
+                    settings: StackSettings::with_network(rec.network.clone()),
                     apps: BTreeMap::new(),
                 },
                 Vec::new(),

@@ -130,7 +130,9 @@ fn install_stop_start_restart_reinstall_uninstall_leaves_nothing() {
 fn failing_install_is_rolled_back_with_exit_code_and_logs() {
     for engine in engines() {
         let env = Env::new(&engine, "fail");
-        env.write_stack(&format!(
+        // A generous settle window: on a loaded machine the shell may take
+        // a while to reach its `exit 3`, and the install must still see it.
+        env.write_stack_with("settle = \"5s\"\n", &format!(
             "[apps.broken]\nimage = \"{IMAGE}\"\ncommand = [\"sh\", \"-c\", \"echo boom-marker-line; exit 3\"]\nvolumes = {{ data = \"/data\" }}\nsecrets = [\"s1\"]\n"
         ));
         let out = env.berth(&["install", "broken"]);

@@ -67,8 +67,13 @@ impl Env {
 
     /// Write the stack file: `[stack]` header plus `apps` (TOML text).
     pub fn write_stack(&self, apps: &str) -> PathBuf {
+        self.write_stack_with("", apps)
+    }
+
+    /// Write the stack file with `settings` (lines of `[stack]`) added.
+    pub fn write_stack_with(&self, settings: &str, apps: &str) -> PathBuf {
         let text = format!(
-            "[stack]\nname = \"{}\"\nstart_timeout = \"30s\"\n\n{}",
+            "[stack]\nname = \"{}\"\nstart_timeout = \"30s\"\n{settings}\n{}",
             self.stack, apps
         );
         std::fs::write(self.stack_file(), text).expect("write stack");
