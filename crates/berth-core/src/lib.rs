@@ -12,6 +12,7 @@ pub mod naming;
 pub mod observed;
 pub mod pipeline;
 pub mod plan;
+pub mod progress;
 pub mod spec;
 pub mod supervise;
 pub mod validate;

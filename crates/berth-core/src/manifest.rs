@@ -12,8 +12,11 @@
 //! `no`), `secrets`, `labels`, `memory` (bytes, or `"512m"`), `cap_add`,
 //! `user`, `web_ui = { port, path }` (a published host port), `health` (one
 //! of `http = { port, path }`, `tcp = { port }`, `command = [...]`, plus
-//! `interval`, `timeout`, `retries`, `start_period`), `probe` (how berth
-//! reads a node's chain state: `kind` = `bitcoind` | `monerod` | `http` |
+//! `interval`, `timeout`, `retries`, `start_period`, and an optional
+//! `progress` table: one source of a value that must advance — `probe =
+//! "height"`, `http = { port, path, pointer }` or `command = [...]` —, the
+//! required `within` window, longer than `interval`, and a `label`),
+//! `probe` (how berth reads a node's chain state: `kind` = `bitcoind` | `monerod` | `http` |
 //! `tcp`, `port`, bitcoind's `user` and `password_secret`, http's `path`,
 //! `interval`, `timeout`, `down_after`, `recovery_after`), `gate` (node
 //! lists `wait_for`, `wait_for_optional`, `reject_when_down`,
@@ -52,10 +55,11 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-use crate::duration::parse_duration;
+use crate::duration::{format_duration, parse_duration};
 use crate::model::{
     App, DOWN_AFTER_S_DEFAULT, DependsCondition, GateSpec, HealthCheck, HealthKind,
-    MAX_PARALLEL_MAX, PROBE_INTERVAL_S_DEFAULT, PROBE_TIMEOUT_S_DEFAULT, ProbeKind, ProbeSpec,
+    MAX_PARALLEL_MAX, PROBE_INTERVAL_S_DEFAULT, PROBE_TIMEOUT_S_DEFAULT, PROGRESS_LABEL_CHAIN,
+    PROGRESS_LABEL_DEFAULT, ProbeKind, ProbeSpec, ProgressCheck, ProgressSource,
     RECOVERY_AFTER_S_DEFAULT, RestartPolicy, STOP_GRACE_S_DEFAULT, Stack, StackSettings,
     VolumeMount, WebUi,
 };
@@ -103,7 +107,15 @@ const HEALTH_KEYS: &[&str] = &[
     "timeout",
     "retries",
     "start_period",
+    "progress",
 ];
+/// Keys of a health check's `progress` table: one source, the window, a label.
+const PROGRESS_KEYS: &[&str] = &["probe", "http", "command", "within", "label"];
+/// The sources of a progress value, in the order the reference lists them.
+const PROGRESS_SOURCES: &[&str] = &["probe", "http", "command"];
+const PROGRESS_HTTP_KEYS: &[&str] = &["port", "path", "pointer"];
+/// The one value `probe` takes in a progress check.
+pub const PROGRESS_PROBE_HEIGHT: &str = "height";
 const HTTP_KEYS: &[&str] = &["port", "path"];
 const TCP_KEYS: &[&str] = &["port"];
 const WEB_UI_KEYS: &[&str] = &["port", "path"];
@@ -1352,6 +1364,7 @@ impl Walk<'_, '_> {
             timeout: Duration::from_secs(HEALTH_TIMEOUT_S_DEFAULT),
             retries: HEALTH_RETRIES_DEFAULT,
             start_period: Duration::ZERO,
+            progress: None,
         };
         if let Some(v) = t.get("interval")
             && let Some(d) = self.duration(v, &p("interval"), false)
@@ -1374,10 +1387,182 @@ impl Walk<'_, '_> {
         {
             check.start_period = d;
         }
+        if let Some((k, v)) = t.get_key_value("progress") {
+            let interval_invalid = self.out.map.is_invalid_under(&p("interval"));
+            check.progress = self.progress(k, v, &p("progress"), check.interval, interval_invalid);
+        }
         if self.out.map.is_invalid_under(path) {
             return None;
         }
         Some(check)
+    }
+
+    /// A health check's `progress` table. `interval` is the check's (every
+    /// round reads the value once), judged only when it is valid itself.
+    fn progress(
+        &mut self,
+        key: &Key<'_>,
+        v: &Value<'_>,
+        path: &str,
+        interval: Duration,
+        interval_invalid: bool,
+    ) -> Option<ProgressCheck> {
+        let t = self.table(v, path)?;
+        self.check_keys(t, PROGRESS_KEYS, path);
+        let p = |k: &str| join_path(path, k);
+
+        let present: Vec<(&Key<'_>, &Value<'_>)> = PROGRESS_SOURCES
+            .iter()
+            .filter_map(|k| t.get_key_value(*k))
+            .collect();
+        let source = match present.as_slice() {
+            [] => {
+                self.error(
+                    Some(key.span()),
+                    path,
+                    "a progress check needs one of `probe`, `http` or `command`: where berth reads the value that must advance".to_string(),
+                );
+                None
+            }
+            [(k, v)] => self.progress_source(k, v, &p(key_str(k))),
+            [first, second, ..] => {
+                let mut names: Vec<String> = present
+                    .iter()
+                    .map(|(k, _)| format!("`{}`", key_str(k)))
+                    .collect();
+                let last = names.pop().unwrap_or_default();
+                self.error(
+                    Some(second.0.span()),
+                    &p(key_str(second.0)),
+                    format!(
+                        "a progress check has exactly one of `probe`, `http` or `command`, found {} and {last}",
+                        names.join(", ")
+                    ),
+                );
+                self.progress_source(first.0, first.1, &p(key_str(first.0)))
+            }
+        };
+
+        let within = match t.get("within") {
+            Some(v) => {
+                let within = self.duration(v, &p("within"), false);
+                if let Some(w) = within
+                    && !interval_invalid
+                    && w <= interval
+                {
+                    self.error(
+                        Some(v.span()),
+                        &p("within"),
+                        format!(
+                            "within {:?} must be longer than the check's interval {:?}: the value is read once per interval",
+                            format_duration(w),
+                            format_duration(interval)
+                        ),
+                    );
+                    None
+                } else {
+                    within
+                }
+            }
+            None => {
+                self.error(
+                    Some(key.span()),
+                    path,
+                    "missing required key `within`: how long the value may go without advancing, e.g. \"60m\"".to_string(),
+                );
+                None
+            }
+        };
+
+        let label = match t.get("label") {
+            Some(v) => {
+                let label = self.string(v, &p("label"));
+                label.and_then(|l| self.checked(v, &p("label"), validate::check_progress_label(&l)))
+            }
+            None => Some(
+                match source {
+                    Some(ProgressSource::ProbeHeight) => PROGRESS_LABEL_CHAIN,
+                    _ => PROGRESS_LABEL_DEFAULT,
+                }
+                .to_string(),
+            ),
+        };
+        Some(ProgressCheck {
+            source: source?,
+            within: within?,
+            label: label?,
+        })
+    }
+
+    fn progress_source(
+        &mut self,
+        key: &Key<'_>,
+        v: &Value<'_>,
+        path: &str,
+    ) -> Option<ProgressSource> {
+        match key_str(key) {
+            "probe" => {
+                self.record(path, v.span());
+                let s = self.string(v, path)?;
+                if s == PROGRESS_PROBE_HEIGHT {
+                    Some(ProgressSource::ProbeHeight)
+                } else {
+                    self.error(
+                        Some(v.span()),
+                        path,
+                        format!(
+                            "unknown progress value {s:?} of the probe: use \"{PROGRESS_PROBE_HEIGHT}\" (the height the app's chain probe reads)"
+                        ),
+                    );
+                    None
+                }
+            }
+            "http" => {
+                let t = self.table(v, path)?;
+                self.check_keys(t, PROGRESS_HTTP_KEYS, path);
+                let port = self.required_port(key, t, path);
+                let http_path = self.http_path(t, path);
+                let pointer = match t.get("pointer") {
+                    Some(v) => {
+                        let pointer_path = join_path(path, "pointer");
+                        let s = self.string(v, &pointer_path);
+                        s.and_then(|s| {
+                            self.checked(v, &pointer_path, validate::check_json_pointer(&s))
+                                .map(|()| s)
+                        })
+                    }
+                    None => {
+                        self.error(
+                            Some(key.span()),
+                            path,
+                            "missing required key `pointer`: the JSON pointer to the number in the answer, e.g. \"/blocks\"".to_string(),
+                        );
+                        None
+                    }
+                };
+                Some(ProgressSource::Http {
+                    port: port?,
+                    path: http_path,
+                    pointer: pointer?,
+                })
+            }
+            _ => {
+                let argv: Vec<String> = self
+                    .string_list(v, path)?
+                    .into_iter()
+                    .map(|(s, _, _)| s)
+                    .collect();
+                if argv.is_empty() {
+                    self.error(
+                        Some(v.span()),
+                        path,
+                        "a progress command must not be empty".to_string(),
+                    );
+                    return None;
+                }
+                Some(ProgressSource::Command { argv })
+            }
+        }
     }
 
     fn health_kind(&mut self, key: &Key<'_>, v: &Value<'_>, path: &str) -> Option<HealthKind> {
@@ -1790,6 +1975,7 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
                 timeout: Duration::from_secs(2),
                 retries: 3,
                 start_period: Duration::ZERO,
+                progress: None,
             })
         );
         assert_eq!(b.companions, vec!["bitcoind-ui".to_string()]);
@@ -1917,7 +2103,7 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
                 "berth.toml:6:1: apps.a.imgae: unknown key `imgae`, expected one of: image, entrypoint, command, env, ports, volumes, depends_on, tier, stop_grace, restart, secrets, labels, memory, cap_add, user, web_ui, health, probe, gate, companions, manifest",
                 "berth.toml:7:23: apps.a.web_ui.size: unknown key `size`, expected one of: port, path",
                 "berth.toml:10:19: apps.a.health.tcp.addr: unknown key `addr`, expected one of: port",
-                "berth.toml:11:1: apps.a.health.intervall: unknown key `intervall`, expected one of: http, tcp, command, interval, timeout, retries, start_period",
+                "berth.toml:11:1: apps.a.health.intervall: unknown key `intervall`, expected one of: http, tcp, command, interval, timeout, retries, start_period, progress",
             ]
         );
     }
@@ -2089,6 +2275,159 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
                 "[apps.a]\nimage = \"i\"\nhealth = { tcp = { port = 1 }, retries = \"three\" }\n"
             ),
             ["berth.toml:5:42: apps.a.health.retries: expected an integer, found string \"three\""]
+        );
+    }
+
+    #[test]
+    fn progress_checks_normalise_with_defaults() {
+        use crate::model::{PROGRESS_LABEL_CHAIN, PROGRESS_LABEL_DEFAULT, ProgressSource};
+        let stack = load(&format!(
+            "{HEAD}[apps.a]\nimage = \"i\"\nprobe = {{ kind = \"bitcoind\", port = 8332 }}\n\
+             [apps.a.health]\ntcp = {{ port = 8332 }}\ninterval = \"1s\"\nstart_period = \"2s\"\n\
+             [apps.a.health.progress]\nprobe = \"height\"\nwithin = \"4s\"\n\
+             [apps.b]\nimage = \"i\"\nhealth = {{ tcp = {{ port = 1 }}, progress = {{ http = {{ port = 9100, pointer = \"\" }}, within = \"11s\", label = \" indexed height \" }} }}\n\
+             [apps.c]\nimage = \"i\"\nprobe = {{ kind = \"monerod\", port = 18081 }}\n\
+             [apps.c.companions.ui]\nimage = \"i\"\nhealth = {{ tcp = {{ port = 1 }}, progress = {{ command = [\"cat\", \"/h\"], within = \"1h\" }} }}\n\
+             [apps.d]\nimage = \"i\"\nhealth = {{ tcp = {{ port = 1 }} }}\n"
+        ));
+        let progress = |id: &str| {
+            stack.apps[id]
+                .health
+                .as_ref()
+                .expect("health")
+                .progress
+                .clone()
+        };
+        let a = progress("a").expect("progress");
+        assert_eq!(a.source, ProgressSource::ProbeHeight);
+        assert_eq!(a.within, Duration::from_secs(4));
+        assert_eq!(a.label, PROGRESS_LABEL_CHAIN);
+        // The default interval is 10s: 11s is longer. An empty pointer is
+        // the whole answer; the label is trimmed.
+        let b = progress("b").expect("progress");
+        assert_eq!(
+            b.source,
+            ProgressSource::Http {
+                port: 9100,
+                path: "/".into(),
+                pointer: String::new()
+            }
+        );
+        assert_eq!(b.label, "indexed height");
+        // A companion may have one too.
+        let ui = progress("c-ui").expect("progress");
+        assert_eq!(
+            ui.source,
+            ProgressSource::Command {
+                argv: vec!["cat".into(), "/h".into()]
+            }
+        );
+        assert_eq!(ui.label, PROGRESS_LABEL_DEFAULT);
+        assert_eq!(progress("d"), None);
+    }
+
+    #[test]
+    fn progress_rules() {
+        let app = |health: &str| {
+            stack_errors(&format!(
+                "[apps.a]\nimage = \"i\"\nprobe = {{ kind = \"bitcoind\", port = 1 }}\nhealth = {{ tcp = {{ port = 1 }}, {health} }}\n"
+            ))
+        };
+        // `within` against the default interval (10s) and a given one.
+        assert_eq!(
+            app("progress = { probe = \"height\", within = \"10s\" }"),
+            [
+                "berth.toml:6:72: apps.a.health.progress.within: within \"10s\" must be longer than the check's interval \"10s\": the value is read once per interval"
+            ]
+        );
+        assert!(
+            app("interval = \"1s\", progress = { probe = \"height\", within = \"1001ms\" }")
+                .is_empty()
+        );
+        assert_eq!(
+            app("interval = \"2m\", progress = { probe = \"height\", within = \"90s\" }"),
+            [
+                "berth.toml:6:89: apps.a.health.progress.within: within \"1m30s\" must be longer than the check's interval \"2m\": the value is read once per interval"
+            ]
+        );
+        // A bad interval is reported once, not again through `within`.
+        assert_eq!(
+            app("interval = \"0s\", progress = { probe = \"height\", within = \"1s\" }"),
+            ["berth.toml:6:43: apps.a.health.interval: duration \"0s\" must be greater than zero"]
+        );
+        // Wrong types.
+        assert_eq!(
+            app("progress = { probe = true, within = \"1h\" }"),
+            [
+                "berth.toml:6:53: apps.a.health.progress.probe: expected a string, found boolean true"
+            ]
+        );
+        assert_eq!(
+            app("progress = { command = \"cat /h\", within = \"1h\" }"),
+            [
+                "berth.toml:6:55: apps.a.health.progress.command: expected an array of strings, found string \"cat /h\""
+            ]
+        );
+        assert_eq!(
+            app("progress = { http = { port = 1, pointer = 3 }, within = \"1h\", label = 5 }"),
+            [
+                "berth.toml:6:74: apps.a.health.progress.http.pointer: expected a string, found integer 3",
+                "berth.toml:6:102: apps.a.health.progress.label: expected a string, found integer 5",
+            ]
+        );
+        // The probe rule needs the whole app: a broken probe is not also
+        // reported as missing.
+        assert_eq!(
+            stack_errors(
+                "[apps.a]\nimage = \"i\"\nprobe = { kind = \"bitcoin\", port = 1 }\nhealth = { tcp = { port = 1 }, progress = { probe = \"height\", within = \"1h\" } }\n"
+            ),
+            [
+                "berth.toml:5:18: apps.a.probe.kind: unknown probe kind \"bitcoin\": use \"bitcoind\", \"monerod\", \"http\" or \"tcp\""
+            ]
+        );
+        for (value, ok) in [
+            ("", true),
+            ("/", true),
+            ("/result/blocks", true),
+            ("/a~0b/c~1d/0", true),
+            ("result", false),
+            ("/a~", false),
+            ("/a~2", false),
+            ("/a\u{7}", false),
+        ] {
+            assert_eq!(validate::check_json_pointer(value).is_ok(), ok, "{value:?}");
+        }
+        assert_eq!(
+            validate::check_progress_label("x".repeat(41).as_str()).map_err(|_| ()),
+            Err(())
+        );
+        assert_eq!(
+            validate::check_progress_label("a\nb"),
+            Err("invalid label \"a\\nb\": one line, no control characters".into())
+        );
+    }
+
+    #[test]
+    fn validate_progress_without_a_source_map_still_reports() {
+        let mut stack = load(REFERENCE);
+        let health = stack
+            .apps
+            .get_mut("bitcoind")
+            .unwrap()
+            .health
+            .as_mut()
+            .unwrap();
+        health.progress = Some(crate::model::ProgressCheck {
+            source: crate::model::ProgressSource::ProbeHeight,
+            within: Duration::from_secs(3600),
+            label: "chain tip".into(),
+        });
+        let diags = validate::validate_stack(&stack, &SourceMap::new("generated"));
+        assert_eq!(
+            diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "generated: apps.bitcoind.health.progress.probe: the progress value comes from app \"bitcoind\"'s chain probe, but it has none: add `apps.bitcoind.probe` of kind \"bitcoind\" or \"monerod\""
+            ]
         );
     }
 
@@ -2437,6 +2776,10 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
         "timeout",
         "retries",
         "start_period",
+        "progress",
+        "within",
+        "label",
+        "pointer",
         "a",
         "b",
         "c",
@@ -2474,6 +2817,8 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
         "monerod",
         "http",
         "tcp",
+        "height",
+        "/blocks",
     ];
 
     fn arb_toml_value() -> impl Strategy<Value = toml::Value> {

@@ -141,6 +141,48 @@ pub struct HealthCheck {
     pub retries: u32,
     /// Failures during this period after start do not count.
     pub start_period: Duration,
+    /// A value the app reports that must advance (a chain tip), read on
+    /// every round of the check; a round whose value has not advanced for
+    /// longer than `within` fails. `default`: records stored before progress
+    /// checks existed load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressCheck>,
+}
+
+/// The label of a value read from the app's chain probe, in reasons.
+pub const PROGRESS_LABEL_CHAIN: &str = "chain tip";
+/// The label of a value read over HTTP or by a command, in reasons.
+pub const PROGRESS_LABEL_DEFAULT: &str = "progress value";
+
+/// Where a progress check reads its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "source")]
+pub enum ProgressSource {
+    /// The height the app's own chain probe reads (bitcoind `blocks`,
+    /// monerod `height`); the app has a `bitcoind` or `monerod` probe.
+    ProbeHeight,
+    /// `GET http://<container>:<port><path>` answering 2xx with a JSON body;
+    /// the value is the number (or a string holding one) at `pointer`
+    /// (RFC 6901; `""` is the whole body).
+    Http {
+        port: u16,
+        path: String,
+        pointer: String,
+    },
+    /// A command executed in the container through the engine API; exit 0,
+    /// and the last non-empty line of its output is the value.
+    Command { argv: Vec<String> },
+}
+
+/// "This value must advance within `within`" (see `crate::progress`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressCheck {
+    pub source: ProgressSource,
+    /// The value must rise at least once in every window this long (after
+    /// the start period); longer than the check's `interval`.
+    pub within: Duration,
+    /// Names the value in reasons ("chain tip stuck at 812345 for 21m").
+    pub label: String,
 }
 
 /// A web UI the app serves, reachable from the host.

@@ -6,7 +6,7 @@
 //! message lands on the value's line and column. Stack rules
 //! (`validate_stack`) need the whole normalised stack — dependencies,
 //! cycles, host-port conflicts, web UIs, container-name lengths, gates and
-//! their nodes' probes — and use a
+//! their nodes' probes, the probe a progress check reads — and use a
 //! `SourceMap` the loader filled in to point back at the source.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +14,10 @@ use std::net::IpAddr;
 
 use crate::graph;
 use crate::manifest::Diagnostic;
-use crate::model::{DependsCondition, PortMapping, ProbeKind, ProbeSpec, Protocol, Stack};
+use crate::model::{
+    DependsCondition, PortMapping, ProbeKind, ProbeSpec, ProgressCheck, ProgressSource, Protocol,
+    Stack,
+};
 use crate::naming;
 
 /// Longest app id, stack name or companion key (so that `{stack}-{app}`
@@ -286,6 +289,49 @@ pub fn check_http_path(s: &str) -> Result<(), String> {
         Err(format!("invalid path {s:?}: a path has no spaces"))
     } else {
         Ok(())
+    }
+}
+
+/// Longest `label` of a progress check.
+pub const PROGRESS_LABEL_CHARS_MAX: usize = 40;
+
+/// A JSON pointer (RFC 6901): empty (the whole document) or `/`-separated
+/// tokens, where `~` only appears as `~0` (`~`) or `~1` (`/`).
+pub fn check_json_pointer(s: &str) -> Result<(), String> {
+    if !s.is_empty() && !s.starts_with('/') {
+        return Err(format!(
+            "invalid JSON pointer {s:?}: it starts with \"/\", e.g. \"/result/blocks\" (\"\" is the whole answer)"
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("invalid JSON pointer {s:?}: control character"));
+    }
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "invalid JSON pointer {s:?}: write \"~\" as \"~0\" and \"/\" inside a key as \"~1\""
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The name of a progress value in reasons: short, one line.
+pub fn check_progress_label(s: &str) -> Result<String, String> {
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        Err("label must not be empty".into())
+    } else if s.chars().any(char::is_control) {
+        Err(format!(
+            "invalid label {s:?}: one line, no control characters"
+        ))
+    } else if s.chars().count() > PROGRESS_LABEL_CHARS_MAX {
+        Err(format!(
+            "label {s:?} is too long: at most {PROGRESS_LABEL_CHARS_MAX} characters"
+        ))
+    } else {
+        Ok(trimmed.to_string())
     }
 }
 
@@ -598,6 +644,7 @@ pub fn validate_stack(stack: &Stack, map: &SourceMap) -> Vec<Diagnostic> {
     check_web_uis(stack, map, &mut out);
     check_container_names(stack, map, &mut out);
     check_probe_secrets(stack, map, &mut out);
+    check_progress_probes(stack, map, &mut out);
     check_gate_nodes(stack, map, &mut out);
     check_gate_deadlock(stack, map, &mut out);
     out
@@ -791,6 +838,45 @@ fn check_probe_secrets(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>
 }
 
 /// Every node a gate names is another app of the stack with a probe.
+/// A progress check reading `probe = "height"` needs the app's own chain
+/// probe, of a kind that reports a height.
+fn check_progress_probes(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    for (id, app) in &stack.apps {
+        let Some(ProgressCheck {
+            source: ProgressSource::ProbeHeight,
+            ..
+        }) = app.health.as_ref().and_then(|h| h.progress.as_ref())
+        else {
+            continue;
+        };
+        let app_path = map.app_path(id);
+        let probe_path = join_path(&app_path, "probe");
+        let path = join_path(
+            &join_path(&join_path(&app_path, "health"), "progress"),
+            "probe",
+        );
+        match &app.probe {
+            None if map.is_invalid_under(&probe_path) => {}
+            None => out.push(map.diagnostic(
+                &path,
+                format!(
+                    "the progress value comes from app {id:?}'s chain probe, but it has none: add `{probe_path}` of kind \"bitcoind\" or \"monerod\""
+                ),
+            )),
+            Some(probe) => match probe.kind {
+                ProbeKind::Bitcoind { .. } | ProbeKind::Monerod => {}
+                ProbeKind::Http { .. } | ProbeKind::Tcp => out.push(map.diagnostic(
+                    &path,
+                    format!(
+                        "app {id:?}'s probe is of kind {:?}, which reports no height: the progress value needs a \"bitcoind\" or \"monerod\" probe (or read it with `http` or `command`)",
+                        probe.kind.name()
+                    ),
+                )),
+            },
+        }
+    }
+}
+
 fn check_gate_nodes(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
     for (id, app) in &stack.apps {
         let Some(gate) = &app.gate else { continue };

@@ -165,11 +165,23 @@ pub async fn run(
         tx.clone(),
         Clock::start(),
     );
-    match engine.info().await {
-        Ok(info) => sup.set_engine_info(serde_json::json!(info)),
-        Err(e) => tracing::warn!(error = %e, "engine info unavailable"),
-    }
     sup.set_hub(live.clone());
+    // Readiness does not wait for the engine's `info` (Podman takes a few
+    // hundred milliseconds to gather it); status shows it once it is in.
+    let info_task = {
+        let engine = engine.clone();
+        let slot = sup.engine_info_slot();
+        let hub = live.clone();
+        tokio::spawn(async move {
+            match engine.info().await {
+                Ok(info) => {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = serde_json::json!(info);
+                    hub.bump();
+                }
+                Err(e) => tracing::warn!(error = %e, "engine info unavailable"),
+            }
+        })
+    };
     // The HTTP API (issue 5): not being able to serve it never stops
     // supervision.
     let http_task = http::start(
@@ -209,6 +221,8 @@ pub async fn run(
     let _ = stop_tx.send(true);
     watcher.abort();
     let _ = watcher.await;
+    info_task.abort();
+    let _ = info_task.await;
     if let Some(mut t) = http_task {
         if tokio::time::timeout(Duration::from_millis(SERVER_CLOSE_TIMEOUT_MS), &mut t)
             .await

@@ -274,7 +274,10 @@ pub struct Supervisor {
     missed_events: Arc<AtomicBool>,
     stats: TickStats,
     started_at_ms: u64,
-    engine_info: Value,
+    /// The engine's `info`, filled in the background once it answers (a
+    /// Podman `info` takes a few hundred milliseconds; readiness does not
+    /// wait for it). `null` until then.
+    engine_info: Arc<Mutex<Value>>,
     requests_seq: AtomicU64,
     /// The HTTP API's live state: told when something may have changed.
     hub: Option<Arc<crate::hub::Hub>>,
@@ -310,7 +313,7 @@ impl Supervisor {
             missed_events: Arc::new(AtomicBool::new(false)),
             stats: TickStats::default(),
             started_at_ms: clock.now_ms(),
-            engine_info: Value::Null,
+            engine_info: Arc::new(Mutex::new(Value::Null)),
             requests_seq: AtomicU64::new(0),
             hub: None,
             gates: Gates::new(),
@@ -341,8 +344,9 @@ impl Supervisor {
         self.hub = Some(hub);
     }
 
-    pub fn set_engine_info(&mut self, info: Value) {
-        self.engine_info = info;
+    /// Where the engine's `info` goes when it arrives (see `engine_info`).
+    pub fn engine_info_slot(&self) -> Arc<Mutex<Value>> {
+        self.engine_info.clone()
     }
 
     pub fn stats(&self) -> &TickStats {
@@ -523,6 +527,7 @@ impl Supervisor {
                         },
                         &stack.settings.network,
                         check,
+                        crate::monitor::chain_access(&self.ctx, &stack.name, &rec.app),
                         self.ctx.engine.clone(),
                         self.tx.clone(),
                         self.clock,
@@ -863,7 +868,7 @@ impl Supervisor {
             "pid": std::process::id(),
             "started_at_ms": self.started_at_ms,
             "uptime_ms": now.saturating_sub(self.started_at_ms),
-            "engine": self.engine_info,
+            "engine": lock(&self.engine_info).clone(),
             "ticks": self.stats,
             "next_tick_in_ms": self.next_tick.saturating_duration_since(Instant::now()).as_millis() as u64,
             "in_flight": lock(&self.in_flight).held,

@@ -665,12 +665,22 @@ impl Engine for ApiEngine {
 
     async fn list_containers(&self, label: (&str, &str)) -> Result<Vec<ObservedContainer>> {
         let filters = serde_json::json!({ "label": [format!("{}={}", label.0, label.1)] });
-        let path = self.compat_path(&format!(
+        let query = format!(
             "/containers/json?all=true&filters={}",
             rawhttp::query_escape(&filters.to_string())
-        ));
+        );
+        if self.kind == EngineKind::Podman {
+            let list: Vec<wire::LibpodSummary> = self
+                .get_json("list_containers", &self.libpod_path(&query))
+                .await?
+                .unwrap_or_default();
+            return Ok(list
+                .into_iter()
+                .map(wire::LibpodSummary::observed)
+                .collect());
+        }
         let list: Vec<wire::Summary> = self
-            .get_json("list_containers", &path)
+            .get_json("list_containers", &self.compat_path(&query))
             .await?
             .unwrap_or_default();
         Ok(list.into_iter().map(wire::Summary::observed).collect())

@@ -29,6 +29,43 @@ pub(crate) struct Summary {
     pub labels: Option<HashMap<String, String>>,
 }
 
+/// One entry of Podman's `GET /libpod/containers/json`: unlike the
+/// compat list it carries the exit code as a number (and Podman answers it
+/// faster, which the no-op reconcile tick is made of).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub(crate) struct LibpodSummary {
+    pub id: Option<String>,
+    pub names: Option<Vec<String>>,
+    pub image: Option<String>,
+    pub state: Option<String>,
+    pub exit_code: Option<i64>,
+    pub labels: Option<HashMap<String, String>>,
+}
+
+impl LibpodSummary {
+    pub fn observed(self) -> ObservedContainer {
+        let status = EngineStatus::parse(self.state.as_deref().unwrap_or(""));
+        ObservedContainer {
+            id: self.id.unwrap_or_default(),
+            name: self
+                .names
+                .and_then(|n| n.into_iter().next())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            image: self.image.unwrap_or_default(),
+            status,
+            exit_code: match status {
+                EngineStatus::Exited | EngineStatus::Dead => self.exit_code,
+                _ => None,
+            },
+            oom_killed: false,
+            started_at: None,
+            labels: self.labels.unwrap_or_default().into_iter().collect(),
+        }
+    }
+}
+
 /// `GET /containers/{name}/json`, the parts berth reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -267,6 +304,30 @@ mod tests {
         assert_eq!(exit_code_from_status("Up 5 seconds"), None);
         assert_eq!(exit_code_from_status("Created"), None);
         assert_eq!(exit_code_from_status("Exited (x)"), None);
+    }
+
+    #[test]
+    fn libpod_list_entries_carry_state_and_exit_code() {
+        let list: Vec<LibpodSummary> = serde_json::from_str(
+            r#"[{"Id":"abc","Names":["demo-a"],"Image":"img","State":"exited","ExitCode":3,
+                 "Exited":true,"StartedAt":1700000000,"Labels":{"io.berth.stack":"demo"},"Ports":null},
+                {"Id":"def","Names":["demo-b"],"Image":"img","State":"running","ExitCode":0,
+                 "Labels":null},
+                {"Id":"ghi","Names":["demo-c"],"State":"created","ExitCode":0}]"#,
+        )
+        .unwrap();
+        let c: Vec<ObservedContainer> = list.into_iter().map(LibpodSummary::observed).collect();
+        assert_eq!(
+            (c[0].name.as_str(), c[0].status, c[0].exit_code),
+            ("demo-a", EngineStatus::Exited, Some(3))
+        );
+        assert_eq!(
+            c[0].labels.get("io.berth.stack").map(String::as_str),
+            Some("demo")
+        );
+        assert_eq!((c[1].status, c[1].exit_code), (EngineStatus::Running, None));
+        assert!(c[1].labels.is_empty());
+        assert_eq!((c[2].status, c[2].exit_code), (EngineStatus::Created, None));
     }
 
     /// Regression: Podman's `stopped` state failed bollard's enum and with

@@ -96,6 +96,8 @@ pub struct Config {
     /// How long `starting` lasts before moving on to syncing (None: until
     /// changed through the control port).
     pub starting_seconds: Option<f64>,
+    /// While synced, a new block every this many seconds (None: never).
+    pub block_seconds: Option<f64>,
     pub data_dir: Option<PathBuf>,
     pub rpc_user: Option<String>,
     pub rpc_password_file: Option<PathBuf>,
@@ -119,6 +121,7 @@ impl Config {
             rate: None,
             sync_seconds: None,
             starting_seconds: None,
+            block_seconds: None,
             data_dir: None,
             rpc_user: None,
             rpc_password_file: None,
@@ -212,6 +215,8 @@ COMMON OPTIONS (every command):
     --sync-rate BLOCKS_PER_S   sync speed [default: {DEFAULT_RATE}]
     --sync-seconds S           set the rate so --height -> --target takes S seconds
     --starting-seconds S       leave 'starting' by itself after S seconds (to syncing)
+    --block-seconds S          while synced, a new block every S seconds (height and
+                               target advance together) [default: 0, no new blocks]
     --data-dir DIR             persists height in DIR/height; marker file DIR/marker
     --quiet                    no log lines on stdout
     -h, --help                 this help
@@ -234,7 +239,8 @@ TCP OPTIONS:
 
 MODES:
     synced     height == target; bitcoind blocks == headers, ibd false, progress 1.0;
-               monerod synchronized true, target_height == height
+               monerod synchronized true, target_height == height; with
+               --block-seconds the tip advances by itself
     syncing    height advances by itself at the sync rate; at target -> synced
     starting   bitcoind: RPC error -28 'Loading block index…';
                monerod: target_height 0, synchronized false, height 1;
@@ -248,8 +254,11 @@ CONTROL PORT:
     GET  /control              current state as JSON
     POST /control              {{\"mode\": \"synced|syncing|down|busy|starting|exit\",
                                 \"height\": N, \"target\": N, \"rate\": N,
-                                \"sync_seconds\": S, \"code\": N}}  (all optional)
-                               'exit' ends the process with 'code' (default 1)
+                                \"sync_seconds\": S, \"code\": N,
+                                \"freeze\": true|false, \"block_seconds\": S}}  (all optional)
+                               'exit' ends the process with 'code' (default 1);
+                               'freeze' stops the height changing by itself (sync
+                               progress and new blocks) until false
     GET|PUT|DELETE /marker     read/write DIR/marker (404 when none)
 
 Exits 0 on SIGTERM/SIGINT.
@@ -314,6 +323,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--sync-rate",
             "--sync-seconds",
             "--starting-seconds",
+            "--block-seconds",
             "--data-dir",
             "--rpc-user",
             "--rpc-password-file",
@@ -368,6 +378,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "--sync-seconds" => cfg.sync_seconds = Some(parse_secs(flag, &value)?),
             "--starting-seconds" => cfg.starting_seconds = Some(parse_secs(flag, &value)?),
+            "--block-seconds" => {
+                let s: f64 = parse_num(flag, &value)?;
+                cfg.block_seconds = crate::sim::parse_block_seconds(s)
+                    .map_err(|_| format!("--block-seconds must be a number >= 0, got {value:?}"))?;
+            }
             "--data-dir" => cfg.data_dir = Some(PathBuf::from(value)),
             "--rpc-user" => cfg.rpc_user = Some(value),
             "--rpc-password-file" => cfg.rpc_password_file = Some(PathBuf::from(value)),
@@ -423,6 +438,8 @@ mod tests {
             "--sync-seconds",
             "5",
             "--starting-seconds=2.5",
+            "--block-seconds",
+            "0.5",
             "--data-dir",
             "/data",
             "--rpc-user",
@@ -441,6 +458,7 @@ mod tests {
         assert_eq!((c.effective_height(), c.effective_target()), (10, 110));
         assert_eq!(c.effective_rate(), 20.0);
         assert_eq!(c.starting_duration(), Some(Duration::from_millis(2500)));
+        assert_eq!(c.block_seconds, Some(0.5));
         assert_eq!(c.data_dir, Some(PathBuf::from("/data")));
         assert_eq!(c.rpc_user.as_deref(), Some("u"));
         assert_eq!(c.chain, "regtest");
@@ -471,6 +489,8 @@ mod tests {
             &["bitcoind", "--sync-rate", "-1"],
             &["bitcoind", "--sync-rate", "NaN"],
             &["bitcoind", "--sync-seconds", "0"],
+            &["bitcoind", "--block-seconds", "-1"],
+            &["bitcoind", "--block-seconds", "inf"],
             &["bitcoind", "--sync-rate", "1", "--sync-seconds", "1"],
             &["bitcoind", "stray"],
             &["monerod", "--rpc-user", "u"],
@@ -502,6 +522,8 @@ mod tests {
             "--sync-seconds",
             "--data-dir",
             "--body",
+            "--block-seconds",
+            "freeze",
         ] {
             assert!(text.contains(flag), "{flag}");
         }

@@ -26,7 +26,7 @@ pub fn handle(shared: &Arc<Shared>, req: &Request) -> Reply {
                 200,
                 "berth-fake control port\n\
                  GET  /control   current state\n\
-                 POST /control   {\"mode\":..., \"height\":N, \"target\":N, \"rate\":N, \"sync_seconds\":S, \"code\":N}\n\
+                 POST /control   {\"mode\":..., \"height\":N, \"target\":N, \"rate\":N, \"sync_seconds\":S, \"code\":N, \"freeze\":B, \"block_seconds\":S}\n\
                  GET|PUT|DELETE /marker\n",
             )
             .into(),

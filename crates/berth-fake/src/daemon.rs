@@ -107,7 +107,10 @@ impl Shared {
 
     pub fn state_json(&self) -> Value {
         let v = self.view();
-        let listener_open = lock(&self.inner).listener_open;
+        let (listener_open, frozen, block_seconds) = {
+            let g = lock(&self.inner);
+            (g.listener_open, g.sim.frozen, g.sim.block_seconds)
+        };
         json!({
             "app": self.cfg.app.as_str(),
             "name": self.cfg.name,
@@ -117,6 +120,8 @@ impl Shared {
             "rate": v.rate,
             "progress": v.progress(),
             "synced": v.mode == Mode::Synced,
+            "frozen": frozen,
+            "block_seconds": block_seconds.unwrap_or(0.0),
             "listen": self.listen_addr.to_string(),
             "listener_open": listener_open,
             "control": self.control_addr.map(|a| a.to_string()),
@@ -175,8 +180,8 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Writes the height to `data-dir/height` if it changed. While syncing,
-    /// at most once per second unless `force`.
+    /// Writes the height to `data-dir/height` if it changed: at most once
+    /// per second (while syncing or making new blocks) unless `force`.
     pub fn persist(&self, force: bool) {
         let Some(dir) = &self.cfg.data_dir else {
             return;
@@ -189,9 +194,7 @@ impl Shared {
         if p.last_written == Some(view.height) {
             return;
         }
-        let throttled = view.mode == Mode::Syncing
-            && !force
-            && p.last_time.is_some_and(|t| t.elapsed() < PERSIST_INTERVAL);
+        let throttled = !force && p.last_time.is_some_and(|t| t.elapsed() < PERSIST_INTERVAL);
         if throttled {
             return;
         }
@@ -481,7 +484,8 @@ pub fn start(cfg: Config) -> io::Result<Fake> {
         cfg.effective_rate(),
         cfg.starting_duration(),
         now,
-    );
+    )
+    .with_blocks(cfg.block_seconds);
     let service = bind(&cfg.listen, "--listen")?;
     let listen_addr = service.local_addr()?;
     let control = match &cfg.control {
@@ -529,12 +533,15 @@ pub fn start(cfg: Config) -> io::Result<Fake> {
         _ => String::new(),
     };
     shared.log(&format!(
-        "version {VERSION}: service on {listen_addr}, control on {}; mode {}, height {}/{}, rate {} blocks/s{}{auth}",
+        "version {VERSION}: service on {listen_addr}, control on {}; mode {}, height {}/{}, rate {} blocks/s{}{}{auth}",
         control_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
         view.mode,
         view.height,
         view.target,
         view.rate,
+        cfg.block_seconds
+            .map(|s| format!(", a new block every {s}s while synced"))
+            .unwrap_or_default(),
         cfg.data_dir
             .as_ref()
             .map(|d| format!(", data-dir {}", d.display()))

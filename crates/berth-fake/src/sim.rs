@@ -90,6 +90,12 @@ pub struct ControlRequest {
     pub sync_seconds: Option<f64>,
     /// Exit code for `"mode": "exit"` (default 1).
     pub code: Option<i64>,
+    /// `true`: the height stops changing by itself (no sync progress, no
+    /// new blocks) until `false`; an explicit `height` still sets it.
+    pub freeze: Option<bool>,
+    /// While synced, a new block every this many seconds (height and
+    /// target advance together); 0 turns new blocks off.
+    pub block_seconds: Option<f64>,
 }
 
 /// A validated control request.
@@ -101,6 +107,21 @@ pub struct Update {
     pub target: Option<u64>,
     pub rate: Option<f64>,
     pub sync_seconds: Option<f64>,
+    pub freeze: Option<bool>,
+    /// `Some(None)`: new blocks off.
+    pub block_seconds: Option<Option<f64>>,
+}
+
+/// Seconds between new blocks as the command line and the control port
+/// take them: `> 0`, or 0 for none.
+pub fn parse_block_seconds(s: f64) -> Result<Option<f64>, String> {
+    if !s.is_finite() || s < 0.0 {
+        Err(format!("block_seconds must be a number >= 0, got {s}"))
+    } else if s == 0.0 {
+        Ok(None)
+    } else {
+        Ok(Some(s))
+    }
 }
 
 impl ControlRequest {
@@ -108,8 +129,12 @@ impl ControlRequest {
         let mut update = Update {
             height: self.height,
             target: self.target,
+            freeze: self.freeze,
             ..Update::default()
         };
+        if let Some(b) = self.block_seconds {
+            update.block_seconds = Some(parse_block_seconds(b)?);
+        }
         match self.mode.as_deref() {
             None => {}
             Some("exit") => {
@@ -159,6 +184,12 @@ pub struct Sim {
     /// How long `starting` lasts before it moves on by itself (None: forever).
     pub starting_duration: Option<Duration>,
     starting_until: Option<Instant>,
+    /// While synced: a new block every this many seconds (None: never).
+    pub block_seconds: Option<f64>,
+    /// Fractional blocks accumulated while synced.
+    block_frac: f64,
+    /// The height does not change by itself (neither syncing nor new blocks).
+    pub frozen: bool,
 }
 
 impl Sim {
@@ -180,6 +211,9 @@ impl Sim {
             bucket: 0,
             starting_duration,
             starting_until: None,
+            block_seconds: None,
+            block_frac: 0.0,
+            frozen: false,
         };
         if mode == Mode::Starting {
             sim.starting_until = starting_duration.map(|d| now + d);
@@ -188,6 +222,12 @@ impl Sim {
         sim.normalize(false, &mut logs);
         sim.bucket = bucket(sim.mode, sim.height, sim.target);
         sim
+    }
+
+    /// New blocks while synced, every `block_seconds` (None: never).
+    pub fn with_blocks(mut self, block_seconds: Option<f64>) -> Sim {
+        self.block_seconds = block_seconds;
+        self
     }
 
     pub fn view(&self) -> View {
@@ -226,6 +266,21 @@ impl Sim {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         match self.mode {
+            // Frozen: time passes, the height stays (and nothing is owed
+            // when it thaws).
+            Mode::Syncing | Mode::Synced if self.frozen => {}
+            Mode::Synced => {
+                let Some(every) = self.block_seconds else {
+                    return;
+                };
+                self.block_frac += dt / every;
+                let whole = self.block_frac.floor();
+                self.block_frac -= whole;
+                if whole >= 1.0 {
+                    self.height = self.height.saturating_add(whole as u64);
+                    self.target = self.height;
+                }
+            }
             Mode::Syncing => {
                 self.frac += self.rate * dt;
                 let whole = self.frac.floor();
@@ -288,6 +343,14 @@ impl Sim {
         if let Some(s) = u.sync_seconds {
             self.rate = self.target.saturating_sub(self.height) as f64 / s;
         }
+        let (frozen_before, blocks_before) = (self.frozen, self.block_seconds);
+        if let Some(f) = u.freeze {
+            self.frozen = f;
+        }
+        if let Some(b) = u.block_seconds {
+            self.block_seconds = b;
+            self.block_frac = 0.0;
+        }
         let height_alone = u.height.is_some() && u.target.is_none();
         let mut normalize_logs = Vec::new();
         self.normalize(height_alone, &mut normalize_logs);
@@ -307,6 +370,19 @@ impl Sim {
         }
         if before.rate != after.rate {
             changes.push(format!("rate {} -> {} blocks/s", before.rate, after.rate));
+        }
+        if frozen_before != self.frozen {
+            changes.push(if self.frozen {
+                format!("height frozen at {}", after.height)
+            } else {
+                format!("height thawed at {}", after.height)
+            });
+        }
+        if blocks_before != self.block_seconds {
+            changes.push(match self.block_seconds {
+                Some(s) => format!("a new block every {s}s while synced"),
+                None => "no new blocks while synced".to_string(),
+            });
         }
         if changes.is_empty() {
             changes.push(format!(
@@ -464,6 +540,86 @@ mod tests {
     }
 
     #[test]
+    fn synced_makes_new_blocks_when_told_to() {
+        let now = t0();
+        // By default a synced node's tip stays where it is.
+        let mut s = Sim::new(Mode::Synced, 0, 100, 1.0, None, now);
+        s.advance(now + Duration::from_secs(60), &mut Vec::new());
+        assert_eq!((s.height, s.target), (100, 100));
+        // One block every 2 s: height and target advance together, and
+        // fractions of a block accumulate.
+        let mut s = Sim::new(Mode::Synced, 0, 100, 1.0, None, now).with_blocks(Some(2.0));
+        s.advance(now + Duration::from_millis(1500), &mut Vec::new());
+        assert_eq!(s.height, 100);
+        s.advance(now + Duration::from_millis(2500), &mut Vec::new());
+        assert_eq!((s.height, s.target, s.mode), (101, 101, Mode::Synced));
+        s.advance(now + Duration::from_millis(10_000), &mut Vec::new());
+        assert_eq!((s.height, s.target), (105, 105));
+        assert_eq!(s.view().progress(), 1.0);
+        // Other modes make no blocks.
+        for mode in [Mode::Down, Mode::Busy, Mode::Starting] {
+            let mut s = Sim::new(mode, 10, 100, 0.0, None, now).with_blocks(Some(1.0));
+            s.advance(now + Duration::from_secs(5), &mut Vec::new());
+            assert_eq!((s.height, s.target), (10, 100), "{mode}");
+        }
+    }
+
+    #[test]
+    fn freeze_stops_the_height_and_thawing_owes_nothing() {
+        let now = t0();
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        let req = |json: &str| {
+            serde_json::from_str::<ControlRequest>(json)
+                .unwrap()
+                .validate()
+                .unwrap()
+        };
+        // Synced with new blocks every second.
+        let mut s = Sim::new(Mode::Synced, 0, 500, 1.0, None, now).with_blocks(Some(1.0));
+        s.advance(at(3_000), &mut Vec::new());
+        assert_eq!(s.height, 503);
+        let logs = s.apply(&req(r#"{"freeze":true}"#), at(3_000));
+        assert_eq!(logs, ["control: height frozen at 503"]);
+        assert!(s.frozen);
+        for ms in [4_000, 10_000, 60_000] {
+            s.advance(at(ms), &mut Vec::new());
+            assert_eq!((s.height, s.target), (503, 503), "{ms}");
+        }
+        // An explicit height still sets it, frozen or not.
+        s.apply(&req(r#"{"height":600}"#), at(60_000));
+        s.advance(at(70_000), &mut Vec::new());
+        assert_eq!((s.height, s.target), (600, 600));
+        // Thawed: blocks resume from now, none owed for the frozen time.
+        let logs = s.apply(&req(r#"{"freeze":false}"#), at(70_000));
+        assert_eq!(logs, ["control: height thawed at 600"]);
+        s.advance(at(70_500), &mut Vec::new());
+        assert_eq!(s.height, 600);
+        s.advance(at(71_000), &mut Vec::new());
+        assert_eq!(s.height, 601);
+
+        // Syncing freezes too (and the mode stays syncing).
+        let mut s = Sim::new(Mode::Syncing, 0, 100, 10.0, None, now);
+        s.apply(&req(r#"{"freeze":true}"#), at(1_000));
+        assert_eq!(s.height, 10);
+        s.advance(at(20_000), &mut Vec::new());
+        assert_eq!((s.height, s.mode), (10, Mode::Syncing));
+        s.apply(&req(r#"{"freeze":false}"#), at(20_000));
+        s.advance(at(21_000), &mut Vec::new());
+        assert_eq!(s.height, 20);
+
+        // Blocks turned on and off through the control port.
+        let mut s = Sim::new(Mode::Synced, 0, 7, 1.0, None, now);
+        let logs = s.apply(&req(r#"{"block_seconds":0.5}"#), now);
+        assert_eq!(logs, ["control: a new block every 0.5s while synced"]);
+        s.advance(at(1_000), &mut Vec::new());
+        assert_eq!(s.height, 9);
+        let logs = s.apply(&req(r#"{"block_seconds":0}"#), at(1_000));
+        assert_eq!(logs, ["control: no new blocks while synced"]);
+        s.advance(at(9_000), &mut Vec::new());
+        assert_eq!(s.height, 9);
+    }
+
+    #[test]
     fn control_request_validation() {
         let ok = |json: &str| {
             serde_json::from_str::<ControlRequest>(json)
@@ -482,6 +638,17 @@ mod tests {
         assert!(ok(r#"{"height":-5}"#).is_err());
         assert!(ok(r#"{"height":1.5}"#).is_err());
         assert!(ok(r#"{"hieght":1}"#).is_err());
+        assert!(ok(r#"{"freeze":"yes"}"#).is_err());
+        assert!(ok(r#"{"block_seconds":-1}"#).is_err());
+        assert_eq!(ok(r#"{"freeze":true}"#).unwrap().freeze, Some(true));
+        assert_eq!(
+            ok(r#"{"block_seconds":2}"#).unwrap().block_seconds,
+            Some(Some(2.0))
+        );
+        assert_eq!(
+            ok(r#"{"block_seconds":0}"#).unwrap().block_seconds,
+            Some(None)
+        );
         assert_eq!(ok("{}").unwrap(), Update::default());
         for m in Mode::ALL {
             assert_eq!(ok(&format!(r#"{{"mode":"{m}"}}"#)).unwrap().mode, Some(m));

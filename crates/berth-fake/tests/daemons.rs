@@ -666,3 +666,71 @@ fn in_process_fake_works_too() {
     fake.shutdown();
     assert!(is_refused(listen));
 }
+
+/// A synced node whose tip advances by itself (`--block-seconds`), frozen
+/// and thawed over the real control port; bitcoind's RPC and the persisted
+/// height follow.
+#[test]
+fn synced_tip_advances_and_freezes_on_request() {
+    let dir = temp_dir("blocks");
+    let data = dir.to_str().unwrap();
+    let d = Daemon::spawn(
+        "bitcoind",
+        &[
+            "--height",
+            "1000",
+            "--block-seconds",
+            "0.2",
+            "--data-dir",
+            data,
+        ],
+    );
+    let blocks = || {
+        let (status, v) = rpc(&d, None, "getblockchaininfo");
+        assert_eq!(status, 200, "{v}");
+        let r = &v["result"];
+        assert_eq!(r["blocks"], r["headers"], "synced: blocks == headers");
+        assert_eq!(r["initialblockdownload"], false);
+        r["blocks"].as_u64().unwrap()
+    };
+    let start = blocks();
+    poll_until("new blocks", || blocks() >= start + 3);
+    let persisted = || {
+        std::fs::read_to_string(dir.join("height"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    poll_until("the height file to follow", || {
+        persisted().is_some_and(|h| h >= start + 3)
+    });
+    assert_eq!(d.state()["block_seconds"], 0.2);
+
+    let state = d.control(json!({"freeze": true}));
+    assert_eq!(state["frozen"], true);
+    let frozen = state["height"].as_u64().unwrap();
+    d.wait_log(&format!("height frozen at {frozen}"));
+    // Frozen: five block intervals and more pass without a new block.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(blocks(), frozen);
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(d.state()["height"], frozen);
+
+    // Thawed: blocks resume from the frozen tip, none owed for the pause.
+    let state = d.control(json!({"freeze": false}));
+    assert_eq!(state["frozen"], false);
+    let thawed = blocks();
+    assert!(thawed <= frozen + 1, "{thawed} vs {frozen}");
+    poll_until("blocks again", || blocks() > frozen + 1);
+    // Bad values are refused.
+    let (status, _, body) = http(
+        d.control,
+        "POST",
+        "/control",
+        &[],
+        br#"{"block_seconds": -1}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+}

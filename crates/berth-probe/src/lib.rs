@@ -6,7 +6,11 @@
 //! Chain probes (`chain`) read a node's chain state — bitcoind's
 //! `getblockchaininfo`, monerod's `get_info`, plain HTTP, TCP — for the
 //! sync gate and node failover (`berth_core::gate`).
+//!
+//! `progress` reads the value of a progress check (a chain tip that must
+//! advance): from the chain probe, an HTTP JSON answer or a command.
 
 pub mod chain;
 pub mod health;
 pub mod http;
+pub mod progress;

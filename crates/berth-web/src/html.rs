@@ -11,6 +11,7 @@
 use askama::Template;
 use serde::Serialize;
 
+use crate::runs::{RunDetailView, RunRow, StageView, environment_lines, human_ms};
 use crate::view::{AppView, Badge, EngineView, NodeView, StateView, Tone};
 
 /// One event row of the events panel.
@@ -110,6 +111,8 @@ struct DashboardPage<'a> {
     version: &'a str,
     title: String,
     csrf: &'a str,
+    nav: &'a str,
+    held_runs: usize,
     engine: String,
     badges: String,
     cards: String,
@@ -117,8 +120,15 @@ struct DashboardPage<'a> {
     events: String,
 }
 
-/// The whole dashboard. `events` oldest first (shown newest first).
-pub fn dashboard_page(state: &StateView, events: &[EventRow], csrf: &str) -> String {
+/// The whole dashboard. `events` oldest first (shown newest first);
+/// `held_runs`: vet/verify runs waiting for an operator (shown in the
+/// navigation).
+pub fn dashboard_page(
+    state: &StateView,
+    events: &[EventRow],
+    csrf: &str,
+    held_runs: usize,
+) -> String {
     let title = match state.stacks.len() {
         0 => "no apps installed".to_string(),
         _ => state
@@ -132,6 +142,8 @@ pub fn dashboard_page(state: &StateView, events: &[EventRow], csrf: &str) -> Str
         version: crate::assets::version(),
         title,
         csrf,
+        nav: "apps",
+        held_runs,
         engine: engine(&state.engine),
         badges: badges(&state.badges),
         cards: cards(&state.apps, Some(csrf)),
@@ -306,6 +318,101 @@ pub fn page(title: &str, content: &str) -> String {
         title,
         content,
     })
+}
+
+#[derive(Template)]
+#[template(path = "runs.html")]
+struct RunsPage<'a> {
+    version: &'a str,
+    csrf: &'a str,
+    nav: &'a str,
+    held_runs: usize,
+    runs: &'a [RunRow],
+    held: Vec<&'a RunRow>,
+    /// A run is in progress: the page refreshes itself.
+    live: bool,
+}
+
+/// The runs list (newest first), held runs called out above it.
+pub fn runs_page(runs: &[RunRow], csrf: &str) -> String {
+    let held: Vec<&RunRow> = runs.iter().filter(|r| r.held).collect();
+    render(&RunsPage {
+        version: crate::assets::version(),
+        csrf,
+        nav: "runs",
+        held_runs: held.len(),
+        live: runs
+            .iter()
+            .any(|r| matches!(r.state.as_str(), "running" | "pending")),
+        runs,
+        held,
+    })
+}
+
+/// A one-line message on a page (the answer to an operator action).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlashLine {
+    pub tone: Tone,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage<'a> {
+    version: &'a str,
+    csrf: &'a str,
+    nav: &'a str,
+    held_runs: usize,
+    d: &'a RunDetailView,
+    flash: Option<&'a FlashLine>,
+    live: bool,
+}
+
+impl RunPage<'_> {
+    fn failed_stage(&self) -> Option<&StageView> {
+        let name = self.d.run.failed_stage.as_deref()?;
+        self.d.stages.iter().find(|s| s.name == name)
+    }
+
+    fn environment(&self) -> Vec<(String, String)> {
+        environment_lines(&self.d.environment)
+    }
+
+    fn human(&self, ms: &u64) -> String {
+        human_ms(*ms)
+    }
+}
+
+/// One run's page: the held banner with the operator's actions, the facts,
+/// the scorecard (verify), the stages, the environment manifest, the
+/// operator log. `held_runs` counts every held run (the navigation).
+pub fn run_page(
+    d: &RunDetailView,
+    csrf: &str,
+    flash: Option<&FlashLine>,
+    held_runs: usize,
+) -> String {
+    render(&RunPage {
+        version: crate::assets::version(),
+        csrf,
+        nav: "runs",
+        held_runs,
+        live: matches!(d.run.state.as_str(), "running" | "pending"),
+        d,
+        flash,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "run_confirm.html")]
+struct RunConfirm<'a> {
+    d: &'a RunDetailView,
+    csrf: Option<&'a str>,
+}
+
+/// The confirmation before abandoning a run.
+pub fn confirm_abandon(d: &RunDetailView, csrf: Option<&str>) -> String {
+    render(&RunConfirm { d, csrf })
 }
 
 fn render(t: &impl Template) -> String {

@@ -1,6 +1,7 @@
 //! The dashboard and the state view of berth's HTTP API, without the
 //! server: the view model `GET /api/state` answers and the dashboard
-//! renders ([`view`]), the HTML pages and live fragments ([`html`], askama
+//! renders ([`view`]), the vet/verify runs and their scorecards
+//! ([`runs`]), the HTML pages and live fragments ([`html`], askama
 //! templates under `templates/`) and the static files ([`assets`], with
 //! htmx and its SSE extension vendored under `static/vendor/`).
 //!
@@ -9,9 +10,11 @@
 
 pub mod assets;
 pub mod html;
+pub mod runs;
 pub mod view;
 
-pub use html::{EventRow, UninstallPreview};
+pub use html::{EventRow, FlashLine, UninstallPreview};
+pub use runs::{RunDetailView, RunExtras, RunRow, RunsView};
 pub use view::{
     AppView, Badge, Change, NodeSample, StateInput, StateView, Tone, build_state, changes,
 };

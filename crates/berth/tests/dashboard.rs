@@ -8,6 +8,11 @@
 //! about 30 s (RPC password from a secret); `gated`, which waits for it
 //! (held with a progress bar, then released); `web`, an HTTP app with a
 //! health check, a volume and a published web UI.
+//!
+//! The runs pages get their own test: `berth vet` runs made beside the
+//! daemon (one finished with the engine stage, two held on a critical
+//! spec difference), listed, opened, overridden and abandoned from the
+//! browser (screenshots `runs-<engine>-*.png`).
 
 mod common;
 mod webdriver;
@@ -387,6 +392,364 @@ fn dashboard_on(engine: &str) {
         for v in &values {
             assert!(!page.contains(v.as_str()), "a secret leaked");
         }
+        assert!(!page.contains(&token), "the token leaked");
+    }
+    drop(daemon);
+}
+
+/// `berth vet` on the test's state directory (beside the running daemon, as
+/// an operator would): small disk and memory tests, floors any disk meets.
+/// `min_cpus` beyond the host's holds the run on SpecValidate; `engine`
+/// false skips the Engine stage. Returns (exit code, run id).
+fn vet(env: &Env, min_cpus: u32, engine: bool) -> (i32, String) {
+    let data = env.dir.path().join("vet-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let spec = env.dir.path().join(format!("spec-{min_cpus}.toml"));
+    std::fs::write(&spec, format!("min_cpus = {min_cpus}\n")).unwrap();
+    let mut args = vec![
+        "vet",
+        "--data",
+        data.to_str().unwrap(),
+        "--spec",
+        spec.to_str().unwrap(),
+        "--disk-test-mib",
+        "4",
+        "--memory-test-mib",
+        "16",
+        "--disk-write-min",
+        "0",
+        "--disk-read-min",
+        "0",
+        "--fsync-p99-max",
+        "100000",
+        "--json",
+    ];
+    if !engine {
+        args.push("--no-engine");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--engine")
+        .arg(&env.engine)
+        .arg("--state-dir")
+        .arg(env.state_dir())
+        .args(&args)
+        .env_remove("BERTH_CRASH_AFTER_STEP")
+        .output()
+        .expect("run berth vet");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("vet --json is not JSON ({e}):\n{}", text(&out)));
+    let id = summary["run_id"].as_str().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "{summary}");
+    (out.status.code().unwrap_or(-1), id)
+}
+
+/// The text of the first element matching `css` ('' when absent).
+fn text_of(d: &Driver, css: &str) -> String {
+    d.js(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+        json!([css]),
+    )
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// Wait until the run page shows run `id` in `state`.
+fn wait_run_page(d: &Driver, id: &str, state: &str) {
+    d.wait_js(
+        &format!("the page of run {id} showing {state}"),
+        WAIT,
+        &format!(
+            "const m = document.querySelector('main[data-run]'); return m !== null && m.dataset.run === '{id}' && m.dataset.state === '{state}' && document.readyState === 'complete';"
+        ),
+    );
+}
+
+/// The runs of `berth vet` in a real browser: a finished vet (with the
+/// engine stage on the real engine) and two held ones; the Runs page lists
+/// them newest first with the held ones called out; a held run's page
+/// names the failed stage; Override completes it, Abandon (after its
+/// confirmation) ends the other; the HTML report opens from the run page.
+#[test]
+fn runs_in_chromium_list_held_and_finished_runs_and_resolve_a_held_one() {
+    for engine in engines() {
+        runs_on(&engine);
+    }
+}
+
+fn runs_on(engine: &str) {
+    let env = Env::new(engine, "runs");
+    let daemon = Daemon::start(&env);
+    let (code, done_id) = vet(&env, 1, true);
+    assert_eq!(code, 0, "the vet with the engine stage passes");
+    std::thread::sleep(Duration::from_millis(5));
+    let (code, held_id) = vet(&env, 100_000, false);
+    assert_eq!(code, 1, "a critical spec difference holds the vet");
+    std::thread::sleep(Duration::from_millis(5));
+    let (code, other_id) = vet(&env, 100_000, false);
+    assert_eq!(code, 1);
+
+    let root = env.state_dir();
+    let addr = std::fs::read_to_string(root.join("api-address"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let token = std::fs::read_to_string(root.join("api-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let base = format!("http://{addr}");
+    let shot = |d: &Driver, name: &str| {
+        d.screenshot(&artifacts_dir().join(format!("runs-{engine}-{name}.png")));
+    };
+    let mut pages: Vec<String> = Vec::new();
+
+    let d = Driver::start(&[]);
+    // A run page sends a browser that is not logged in to the login form.
+    d.goto(&format!("{base}/runs/{held_id}"));
+    assert!(d.url().ends_with("/login"), "{}", d.url());
+    d.type_into("#token", &token);
+    d.click("#login-submit");
+    d.wait_js(
+        "the dashboard",
+        WAIT,
+        "return document.querySelector('[data-role=nav-runs]') !== null;",
+    );
+    // The dashboard's navigation counts the held runs and leads to them.
+    assert_eq!(text_of(&d, "[data-role=held-count]"), "2 held");
+    d.click("[data-role=nav-runs]");
+    d.wait_js(
+        "the runs page",
+        WAIT,
+        "return document.getElementById('runs') !== null;",
+    );
+    assert!(d.url().ends_with("/runs"), "{}", d.url());
+    let ids = d.js(
+        "return Array.from(document.querySelectorAll('#runs tr[data-run]')).map(r => r.dataset.run);",
+        json!([]),
+    );
+    assert_eq!(
+        ids,
+        json!([other_id, held_id, done_id]),
+        "newest first, every run"
+    );
+    let state_of_row = |id: &str| {
+        text_of(
+            &d,
+            &format!("#runs tr[data-run='{id}'] [data-role=run-state]"),
+        )
+    };
+    assert_eq!(state_of_row(&held_id), "held on SpecValidate");
+    assert_eq!(state_of_row(&done_id), "passed");
+    let held_class = d.js(
+        "return document.querySelector(\"#runs tr[data-run='\" + arguments[0] + \"']\").className;",
+        json!([held_id]),
+    );
+    assert!(
+        held_class.as_str().unwrap().contains("held"),
+        "{held_class}"
+    );
+    let banner = text_of(&d, "[data-role=held-banner]");
+    assert!(
+        banner.contains("2 runs are held")
+            && banner.contains(&held_id)
+            && banner.contains(&other_id)
+            && banner.contains("SpecValidate")
+            && !banner.contains(&done_id),
+        "{banner}"
+    );
+    let engine_cell = d.js(
+        "return document.querySelector(\"#runs tr[data-run='\" + arguments[0] + \"'] td:nth-of-type(3)\").textContent;",
+        json!([done_id]),
+    );
+    assert_eq!(engine_cell, engine, "the finished vet used the engine");
+    shot(&d, "01-list");
+    pages.push(d.page_source());
+
+    // The held run's page: the banner names the failed stage and offers
+    // the three actions.
+    d.click(&format!("#runs tr[data-run='{held_id}'] th a"));
+    wait_run_page(&d, &held_id, "failed_holding");
+    let banner = text_of(&d, "[data-role=held-banner]");
+    assert!(
+        banner.contains("Held: stage SpecValidate failed"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("expected at least 100000"),
+        "the stage's summary: {banner}"
+    );
+    for action in ["override", "retry", "abandon"] {
+        assert!(
+            d.find(&format!("[data-role=held-banner] [data-action={action}]"))
+                .is_some(),
+            "no {action}"
+        );
+    }
+    let spec_state = d.js(
+        "return document.querySelector('tr[data-stage=SpecValidate]').dataset.state;",
+        json!([]),
+    );
+    assert_eq!(spec_state, "failed");
+    let env_text = text_of(&d, "[data-role=environment]");
+    assert!(
+        env_text.contains("berth version") && env_text.contains("kernel"),
+        "{env_text}"
+    );
+    shot(&d, "02-held");
+    pages.push(d.page_source());
+
+    // Override: the run completes, and the page says so.
+    d.click("[data-role=held-banner] button[data-action=override]");
+    wait_run_page(&d, &held_id, "completed");
+    let flash = text_of(&d, "[data-role=flash]");
+    assert_eq!(
+        flash,
+        "Override done: the run is passed with overrides.",
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        text_of(&d, "h2 [data-role=run-state]"),
+        "passed with overrides"
+    );
+    assert!(d.find("[data-role=held-banner]").is_none());
+    let spec_state = d.js(
+        "return document.querySelector('tr[data-stage=SpecValidate]').dataset.state;",
+        json!([]),
+    );
+    assert_eq!(spec_state, "overridden");
+    assert!(text_of(&d, ".operator-log").contains("override"));
+    shot(&d, "03-overridden");
+    pages.push(d.page_source());
+
+    // Abandon asks first, then ends the other held run.
+    d.goto(&format!("{base}/runs/{other_id}"));
+    wait_run_page(&d, &other_id, "failed_holding");
+    d.click("[data-role=held-banner] [data-action=abandon]");
+    d.wait_js(
+        "the abandon confirmation",
+        WAIT,
+        "return document.querySelector('[data-role=confirm]') !== null;",
+    );
+    assert!(text_of(&d, "[data-role=confirm]").contains(&format!("Abandon run {other_id}?")));
+    shot(&d, "04-confirm-abandon");
+    d.click("[data-action=confirm-abandon]");
+    wait_run_page(&d, &other_id, "abandoned");
+    assert_eq!(
+        text_of(&d, "[data-role=flash]"),
+        "Abandon done: the run is abandoned on SpecValidate."
+    );
+    shot(&d, "05-abandoned");
+
+    // Back on the list: nothing is held any more.
+    d.click("[data-role=nav-runs]");
+    d.wait_js(
+        "the runs page again",
+        WAIT,
+        "return document.getElementById('runs') !== null && document.readyState === 'complete';",
+    );
+    assert!(d.find("[data-role=held-banner]").is_none());
+    assert!(d.find("[data-role=held-count]").is_none());
+    assert_eq!(state_of_row(&held_id), "passed with overrides");
+    assert_eq!(state_of_row(&other_id), "abandoned on SpecValidate");
+    shot(&d, "06-list-resolved");
+    pages.push(d.page_source());
+    // Phone width: the tables scroll inside their box, the page does not.
+    d.set_size(390, 844);
+    d.wait_js(
+        "no horizontal overflow of the runs page at phone width",
+        Duration::from_secs(5),
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+    );
+    shot(&d, "06b-list-phone");
+    d.goto(&format!("{base}/runs/{held_id}"));
+    wait_run_page(&d, &held_id, "completed");
+    d.wait_js(
+        "no horizontal overflow of a run page at phone width",
+        Duration::from_secs(5),
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+    );
+    shot(&d, "06c-run-phone");
+    d.set_size(1280, 1000);
+
+    // The finished run's HTML report opens from its page.
+    d.goto(&format!("{base}/runs/{done_id}"));
+    wait_run_page(&d, &done_id, "completed");
+    assert!(text_of(&d, "[data-role=environment]").contains("image localhost/berth-demo:latest"));
+    d.click("[data-role=report-link]");
+    d.wait_js(
+        "the HTML report",
+        WAIT,
+        &format!(
+            "return document.title.indexOf('{done_id}') >= 0 && document.readyState === 'complete';"
+        ),
+    );
+    assert!(
+        d.url().ends_with(&format!("/runs/{done_id}/report")),
+        "{}",
+        d.url()
+    );
+    shot(&d, "07-report");
+    pages.push(d.page_source());
+    drop(d);
+
+    // Without JavaScript the runs pages are the same plain pages.
+    let n = Driver::start(&["--blink-settings=scriptEnabled=false"]);
+    n.goto(&format!("{base}/login"));
+    n.type_into("#token", &token);
+    n.click("#login-submit");
+    let started = Instant::now();
+    while n.find("[data-role=nav-runs]").is_none() {
+        assert!(started.elapsed() < WAIT, "no dashboard without JavaScript");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    n.goto(&format!("{base}/runs/{held_id}"));
+    let started = Instant::now();
+    while n.find("main[data-run]").is_none() {
+        assert!(started.elapsed() < WAIT, "no run page without JavaScript");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let src = n.page_source();
+    assert!(
+        src.contains("data-state=\"completed\"")
+            && src.contains("data-stage=\"SpecValidate\" data-state=\"overridden\""),
+        "the run page renders without JavaScript"
+    );
+    shot(&n, "08-no-javascript");
+    pages.push(src);
+    drop(n);
+
+    // Scripts get the same runs as JSON.
+    let list = get(&addr, "/api/runs", &token);
+    assert!(list.starts_with("HTTP/1.1 200"), "{list}");
+    let body: serde_json::Value =
+        serde_json::from_str(list.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let states: Vec<(String, String)> = body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["label"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (other_id.clone(), "abandoned on SpecValidate".to_string()),
+            (held_id.clone(), "passed with overrides".to_string()),
+            (done_id.clone(), "passed".to_string()),
+        ]
+    );
+    let missing = get(&addr, "/api/runs/no-such-run", &token);
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    pages.push(list);
+
+    let log = daemon.log_text();
+    for page in pages.iter().chain(std::iter::once(&log)) {
         assert!(!page.contains(&token), "the token leaked");
     }
     drop(daemon);

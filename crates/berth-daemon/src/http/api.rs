@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_web::StateView;
+use berth_web::{RunDetailView, RunsView, StateView};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -55,6 +55,7 @@ pub struct AppDetail {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only this app's events.
@@ -85,7 +86,7 @@ impl Modify for BearerAuth {
         description = "REST reads, live events (SSE) and metrics of `berth daemon`. Every endpoint but /health needs `Authorization: Bearer <token>` (`berth token`). JSON-RPC 2.0 is served at POST /rpc/v1 (see docs/rpc.md).",
         version = "1"
     ),
-    paths(health, state, app, events, events_stream, metrics),
+    paths(health, state, app, events, events_stream, runs, run, metrics),
     components(schemas(ApiError, EventView, EventsPage, AppDetail)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -241,6 +242,49 @@ async fn list_events(
             format!("unexpected events.list answer: {e}"),
         )
     })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// At most this many (default 50, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// The newest vet and verify runs (`berth vet`, `berth verify`), newest
+/// first: state and verdict (`held` and the stage a held run waits on),
+/// stack, engine, start and finish times, duration.
+#[utoipa::path(get, path = "/api/runs",
+    params(RunsQuery),
+    responses(
+        (status = 200, description = "runs, newest first", body = RunsView),
+        (status = 400, description = "bad query", body = ApiError),
+        (status = 401, description = "no or wrong token", body = ApiError)))]
+pub async fn runs(
+    State(s): State<HttpState>,
+    q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match q {
+        Ok(Query(q)) => super::runs::api_list(&s, q.limit).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, "bad-request", e.body_text()),
+    }
+}
+
+/// One run: the environment manifest (berth version and revision, engine
+/// and version, kernel, image ids), every stage (state, summary,
+/// measurements, artifacts), the operator's actions, the actions it takes
+/// now, and for a verify run the app × cell scorecard (● every iteration
+/// passed, ◐ some, ○ none or not run, – not applicable).
+#[utoipa::path(get, path = "/api/runs/{id}",
+    params(("id" = String, Path, description = "run id (`berth run list`)")),
+    responses(
+        (status = 200, description = "the run", body = RunDetailView),
+        (status = 400, description = "not a run id", body = ApiError),
+        (status = 404, description = "no such run", body = ApiError),
+        (status = 401, description = "no or wrong token", body = ApiError)))]
+pub async fn run(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
+    super::runs::api_show(&s, &id).await
 }
 
 /// Live events (Server-Sent Events): first `state` (the whole state), then

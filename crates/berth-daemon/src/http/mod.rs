@@ -43,6 +43,7 @@ use crate::server::RpcState;
 
 pub mod api;
 pub mod auth;
+pub mod runs;
 pub mod sse;
 pub mod ui;
 
@@ -125,6 +126,11 @@ pub fn router(state: HttpState, rpc_router: Router) -> Router {
         .route("/api/apps/{id}", get(api::app))
         .route("/api/events", get(api::events))
         .route("/api/openapi.json", get(api::openapi))
+        .route("/api/runs", get(api::runs))
+        .route("/api/runs/{id}", get(api::run))
+        .route("/runs", get(runs::page_list))
+        .route("/runs/{id}", get(runs::page_show))
+        .route("/runs/{id}/report", get(runs::report))
         .route("/login", get(ui::login_form).post(ui::login))
         .route("/logout", post(ui::logout))
         .route("/", get(ui::dashboard))
@@ -148,6 +154,18 @@ pub fn router(state: HttpState, rpc_router: Router) -> Router {
                     state.request_timeout,
                 ))
                 .post(ui::uninstall),
+        )
+        // Operator actions on a held run drive it until it completes or
+        // holds again (the dispatcher's operation timeout).
+        .route("/ui/runs/{id}/{action}", post(runs::action))
+        .route(
+            "/ui/runs/{id}/abandon",
+            get(runs::confirm_abandon)
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    state.request_timeout,
+                ))
+                .post(runs::abandon),
         );
     Router::new()
         .merge(quick)
@@ -197,12 +215,16 @@ async fn count_and_harden(State(s): State<HttpState>, req: Request, next: Next) 
     let set = |h: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));
     };
-    set(
-        h,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
+    // A handler may set a stricter policy of its own (a run's HTML
+    // report: inline CSS, no script at all).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        set(
+            h,
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        );
+    }
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
     // Not `no-referrer`: with it, browsers send `Origin: null` on form
@@ -223,7 +245,7 @@ fn is_public(method: &Method, path: &str) -> bool {
 
 /// Paths a browser navigates to (sent to the login form, not answered 401).
 fn is_page(path: &str) -> bool {
-    path == "/" || path.starts_with("/ui/")
+    path == "/" || path.starts_with("/ui/") || path == "/runs" || path.starts_with("/runs/")
 }
 
 fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {

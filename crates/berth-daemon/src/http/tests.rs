@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 use crate::config::Settings;
 use crate::{DaemonConfig, run};
 
+mod runs;
+
 const IMAGE: &str = "localhost/app:1";
 
 struct Daemon {

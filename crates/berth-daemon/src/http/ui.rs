@@ -130,7 +130,8 @@ pub async fn dashboard(
         .map(|e| event_row(e, &r))
         .collect();
     let last = events.last().map_or(0, |e| e.id);
-    let page = html::dashboard_page(&snap.view, &events, csrf_of(&who)).replace(
+    let held_runs = super::runs::held_count(&s).await;
+    let page = html::dashboard_page(&snap.view, &events, csrf_of(&who), held_runs).replace(
         "sse-connect=\"/ui/stream\"",
         &format!("sse-connect=\"/ui/stream?after_id={last}\""),
     );

@@ -260,7 +260,7 @@ fn the_dashboard_page_has_the_live_wiring() {
         vec![],
         vec![],
     );
-    let page = html::dashboard_page(&v, &[], "tok3n");
+    let page = html::dashboard_page(&v, &[], "tok3n", 0);
     for needle in [
         "sse-connect=\"/ui/stream\"",
         "hx-ext=\"sse\"",
@@ -271,9 +271,17 @@ fn the_dashboard_page_has_the_live_wiring() {
         "\"X-Berth-CSRF\": \"tok3n\"",
         "/static/htmx.min.js?v=",
         "http-equiv=\"refresh\"",
+        "href=\"/runs\" data-role=\"nav-runs\"",
+        "href=\"/\" data-role=\"nav-apps\" aria-current=\"page\"",
     ] {
         assert!(page.contains(needle), "missing {needle}:\n{page}");
     }
+    assert!(!page.contains("held-count"), "no held run, no count");
+    let held = html::dashboard_page(&v, &[], "tok3n", 2);
+    assert!(
+        held.contains("data-role=\"held-count\">2 held</span>"),
+        "{held}"
+    );
 }
 
 #[test]
