@@ -100,7 +100,38 @@ impl Reporter for TermReporter {
     }
 }
 
+/// Write one line of a command's output to stdout. A reader that went away
+/// (`berth events | head`) ends the command quietly, as it would end `cat`:
+/// the output was not wanted any more, which is not berth's failure.
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("berth: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `println!` for command output, through `write_line`.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    crate::outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

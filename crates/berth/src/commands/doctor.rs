@@ -95,7 +95,7 @@ pub async fn run(g: &Global, json: bool) -> CmdResult {
         print_json(&serde_json::json!({ "ok": ok, "checks": checks }))?;
     } else {
         for c in &checks {
-            println!(
+            crate::outln!(
                 "{} {:<20} {}",
                 if c.ok { "✓" } else { "✗" },
                 c.name,

@@ -19,7 +19,7 @@ pub fn fmt_ms(ms: i64) -> String {
 }
 
 fn print_line(e: &EventRecord) {
-    println!(
+    crate::outln!(
         "{} {:<10} {}",
         fmt_ms(e.at_ms),
         e.app.as_deref().unwrap_or("-"),
@@ -67,7 +67,7 @@ pub async fn run(
     }
     for e in &events {
         if json {
-            println!("{}", serde_json::to_string(e).map_err(anyhow::Error::new)?);
+            crate::outln!("{}", serde_json::to_string(e).map_err(anyhow::Error::new)?);
         } else {
             print_line(e);
         }
@@ -84,7 +84,7 @@ pub async fn run(
         let batch = fetch(g, app, last, FOLLOW_BATCH_MAX).await?;
         for e in &batch {
             if json {
-                println!("{}", serde_json::to_string(e).map_err(anyhow::Error::new)?);
+                crate::outln!("{}", serde_json::to_string(e).map_err(anyhow::Error::new)?);
             } else {
                 print_line(e);
             }

@@ -34,7 +34,7 @@ async fn status(g: &Global, json: bool) -> CmdResult {
         return Ok(0);
     }
     if report.apps.is_empty() && report.nodes.is_empty() {
-        println!("no installed app has a gate");
+        crate::outln!("no installed app has a gate");
         return Ok(0);
     }
     if !report.apps.is_empty() {
@@ -54,7 +54,7 @@ async fn status(g: &Global, json: bool) -> CmdResult {
                 if a.latched { "yes" } else { "no" }.into(),
             ]);
         }
-        println!("{t}");
+        crate::outln!("{t}");
     }
     if !report.nodes.is_empty() {
         let mut t = Table::new();
@@ -68,7 +68,7 @@ async fn status(g: &Global, json: bool) -> CmdResult {
                 n.summary.clone(),
             ]);
         }
-        println!("{t}");
+        crate::outln!("{t}");
     }
     Ok(0)
 }

@@ -63,7 +63,7 @@ pub async fn run(g: &Global, json: bool) -> CmdResult {
                 r.ports.join(", "),
             ]);
         }
-        println!("{t}");
+        crate::outln!("{t}");
     }
     Ok(0)
 }

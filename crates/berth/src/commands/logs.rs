@@ -38,7 +38,7 @@ pub async fn run(g: &Global, app: &str, tail: usize, json: bool) -> CmdResult {
         print_json(&serde_json::json!({ "app": app, "container": name, "lines": lines }))?;
     } else {
         for l in lines {
-            println!("{l}");
+            crate::outln!("{l}");
         }
     }
     Ok(0)

@@ -21,10 +21,10 @@ pub async fn run(g: &Global, json: bool) -> CmdResult {
             "recent": recent.iter().map(|o| serde_json::json!({"op": o.id, "kind": o.kind, "app": o.app, "state": o.state, "error": o.error})).collect::<Vec<_>>(),
         }))?;
     } else if unfinished.is_empty() {
-        println!("no interrupted operations");
+        crate::outln!("no interrupted operations");
     } else {
         for o in &unfinished {
-            println!("still interrupted: {} of {} (op {})", o.kind, o.app, o.id);
+            crate::outln!("still interrupted: {} of {} (op {})", o.kind, o.app, o.id);
         }
     }
     Ok(if unfinished.is_empty() { 0 } else { 1 })

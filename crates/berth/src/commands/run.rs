@@ -174,14 +174,14 @@ pub fn conclude(summary: &RunSummary, json: bool) -> CmdResult {
         match (summary.state, summary.verdict) {
             (RunState::FailedHolding, _) => {
                 let stage = summary.failed_stage.as_deref().unwrap_or("?");
-                println!(
+                crate::outln!(
                     "run {} holds on failed stage {stage}{report}\n  resolve it with `berth run override {id}` (continue past it), `berth run retry {id}` or `berth run abandon {id}`",
                     summary.run_id,
                     id = summary.run_id,
                 );
             }
-            (_, Some(v)) => println!("run {} {}{report}", summary.run_id, verdict_words(v)),
-            (state, None) => println!("run {} is {state}{report}", summary.run_id),
+            (_, Some(v)) => crate::outln!("run {} {}{report}", summary.run_id, verdict_words(v)),
+            (state, None) => crate::outln!("run {} is {state}{report}", summary.run_id),
         }
     }
     Ok(match summary.verdict {
@@ -219,8 +219,10 @@ pub fn print_matrix(m: &Matrix) {
         }
         t.add_row(row);
     }
-    println!("{}\n{t}", m.title);
-    println!("● every iteration passed · ◐ some passed · ○ failed or not run · – not applicable");
+    crate::outln!("{}\n{t}", m.title);
+    crate::outln!(
+        "● every iteration passed · ◐ some passed · ○ failed or not run · – not applicable"
+    );
 }
 
 fn list(g: &Global, limit: Option<usize>, json: bool) -> CmdResult {
@@ -231,7 +233,7 @@ fn list(g: &Global, limit: Option<usize>, json: bool) -> CmdResult {
         return Ok(0);
     }
     if runs.is_empty() {
-        println!("no runs yet (start one with `berth vet` or `berth verify`)");
+        crate::outln!("no runs yet (start one with `berth vet` or `berth verify`)");
         return Ok(0);
     }
     let mut t = Table::new();
@@ -251,7 +253,7 @@ fn list(g: &Global, limit: Option<usize>, json: bool) -> CmdResult {
             r.failed_stage.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    println!("{t}");
+    crate::outln!("{t}");
     Ok(0)
 }
 
@@ -263,22 +265,22 @@ fn show(g: &Global, id: &str, json: bool) -> CmdResult {
         return Ok(0);
     }
     let run = &detail.run;
-    println!("run       {} ({})", run.id, run.kind);
-    println!(
+    crate::outln!("run       {} ({})", run.id, run.kind);
+    crate::outln!(
         "state     {}{}",
         run.state,
         run.verdict().map(|v| format!(", {v}")).unwrap_or_default()
     );
-    println!("started   {}", rfc3339(run.created_ms));
+    crate::outln!("started   {}", rfc3339(run.created_ms));
     if let Some(f) = run.finished_ms {
-        println!(
+        crate::outln!(
             "finished  {} (took {})",
             rfc3339(f),
             human_ms(f.saturating_sub(run.created_ms))
         );
     }
     for (k, v) in &run.environment {
-        println!("  {k} = {v}");
+        crate::outln!("  {k} = {v}");
     }
     if let Some(m) = &detail.matrix {
         print_matrix(m);
@@ -303,13 +305,13 @@ fn show(g: &Global, id: &str, json: bool) -> CmdResult {
         ]);
     }
     if hidden < run.stages.len() {
-        println!("{t}");
+        crate::outln!("{t}");
     }
     if hidden > 0 {
-        println!("({hidden} passed stages not shown; --json has them all)");
+        crate::outln!("({hidden} passed stages not shown; --json has them all)");
     }
     for e in &run.operator_log {
-        println!(
+        crate::outln!(
             "operator: {} at {}{}",
             e.action,
             rfc3339(e.at_ms),
@@ -320,10 +322,10 @@ fn show(g: &Global, id: &str, json: bool) -> CmdResult {
         );
     }
     if let Some(p) = &detail.report_html {
-        println!("report: {}", p.display());
+        crate::outln!("report: {}", p.display());
     }
     if run.state == RunState::FailedHolding {
-        println!(
+        crate::outln!(
             "holding: `berth run override {id}`, `berth run retry {id}` or `berth run abandon {id}`",
             id = run.id
         );

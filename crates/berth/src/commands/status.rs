@@ -9,7 +9,7 @@ pub async fn run(g: &Global, json: bool) -> CmdResult {
     if json {
         print_json(&report)?;
     } else if report.apps.is_empty() {
-        println!("nothing installed");
+        crate::outln!("nothing installed");
     } else {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
@@ -49,18 +49,18 @@ pub async fn run(g: &Global, json: bool) -> CmdResult {
                 a.web_ui.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
-        println!("{t}");
+        crate::outln!("{t}");
         for a in &report.apps {
             if let Some(q) = &a.quarantine {
                 let code = q
                     .exit_code
                     .map(|c| format!(" (exit code {c})"))
                     .unwrap_or_default();
-                println!("{}: crash-loop quarantine{code}: {}", a.id, q.reason);
+                crate::outln!("{}: crash-loop quarantine{code}: {}", a.id, q.reason);
                 for l in &q.last_logs {
-                    println!("    | {l}");
+                    crate::outln!("    | {l}");
                 }
-                println!(
+                crate::outln!(
                     "  supervision leaves it alone until `berth start {}` or a changed spec",
                     a.id
                 );
@@ -73,13 +73,13 @@ pub async fn run(g: &Global, json: bool) -> CmdResult {
             .map(|a| a.id.as_str())
             .collect();
         if !gated.is_empty() {
-            println!(
+            crate::outln!(
                 "kept stopped by their gate (intentional): {}; `berth gate status` shows why",
                 gated.join(", ")
             );
         }
         if report.degraded > 0 {
-            println!("{} app(s) need attention", report.degraded);
+            crate::outln!("{} app(s) need attention", report.degraded);
         }
     }
     Ok(report.exit_code() as u8)

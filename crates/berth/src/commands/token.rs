@@ -27,12 +27,12 @@ pub fn run(g: &Global, json: bool) -> CmdResult {
         .map_err(|e| anyhow::Error::new(e).context("berth token"))?;
     let url = dashboard_url(&state);
     if json {
-        println!(
+        crate::outln!(
             "{}",
             json!({ "token": token.reveal(), "dashboard": url, "created": made })
         );
     } else {
-        println!("{}", token.reveal());
+        crate::outln!("{}", token.reveal());
         eprintln!(
             "dashboard: {url} (log in with this token); API: `Authorization: Bearer <token>` (docs/api.md)"
         );
@@ -55,7 +55,7 @@ pub fn announce(state: &StateDir, listen: Option<SocketAddr>) -> CmdResult<()> {
         _ => dashboard_url(state),
     };
     if std::io::stdout().is_terminal() {
-        println!(
+        crate::outln!(
             "berth: HTTP API token (shown once; `berth token` prints it again):\n  {}\n  dashboard: {url}",
             token.reveal()
         );

@@ -64,9 +64,11 @@ pub async fn run(g: &Global, stack: Option<PathBuf>, no_daemon: bool) -> CmdResu
     }
     for app in stack.apps.values() {
         if let Some(ui) = &app.web_ui {
-            println!(
+            crate::outln!(
                 "{:<16} http://127.0.0.1:{}{}",
-                app.id, ui.host_port, ui.path
+                app.id,
+                ui.host_port,
+                ui.path
             );
         }
     }

@@ -13,7 +13,7 @@ pub fn run(file: &Path, json: bool) -> CmdResult {
             .values()
             .filter(|a| a.companion_of.is_some())
             .count();
-        println!(
+        crate::outln!(
             "{}: valid — stack {} with {} apps ({} companions)",
             file.display(),
             stack.name,
