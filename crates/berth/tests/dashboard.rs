@@ -35,7 +35,18 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env) -> Daemon {
-        let log = env.dir.path().join("daemon.log");
+        Daemon::start_on(env, "127.0.0.1:0")
+    }
+
+    /// Start the daemon with its HTTP API on `listen`.
+    fn start_on(env: &Env, listen: &str) -> Daemon {
+        let log = env.dir.path().join(format!(
+            "daemon-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        ));
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .arg("--engine")
             .arg(&env.engine)
@@ -45,7 +56,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
-            .env("BERTH_LISTEN", "127.0.0.1:0")
+            .env("BERTH_LISTEN", listen)
             .env("BERTH_TICK", "1s")
             .env("BERTH_EVENT_DEBOUNCE", "100ms")
             .env("BERTH_LOG", "info,berth_daemon=debug")
@@ -753,4 +764,75 @@ fn runs_on(engine: &str) {
         assert!(!page.contains(&token), "the token leaked");
     }
     drop(daemon);
+}
+
+/// Live updates degrade to a plain refresh: when the stream fails (the
+/// daemon is killed), the page says so at once and reloads itself a few
+/// seconds later. Sessions live in the daemon's memory, so the reload of a
+/// page served by the restarted daemon lands on the login form; logging in
+/// again brings the live page back. The browser side does not depend on the
+/// engine, so this runs on the first engine only.
+#[test]
+fn the_page_falls_back_to_a_reload_when_the_live_stream_fails() {
+    let engine = engines().into_iter().next().expect("an engine");
+    let env = Env::new(&engine, "ssefail");
+    env.write_stack(&sleeper("app", ""));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let daemon = Daemon::start_on(&env, &listen);
+    let up = env.berth(&["up"]);
+    assert!(up.status.success(), "{}\n{}", text(&up), daemon.log_text());
+    let token = std::fs::read_to_string(env.state_dir().join("api-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let base = format!("http://{listen}");
+    let login = |d: &Driver| {
+        d.type_into("#token", &token);
+        d.click("#login-submit");
+        d.wait_js(
+            "the live page",
+            WAIT,
+            "return document.getElementById('app-app') !== null && document.body.dataset.live === '1';",
+        );
+    };
+    let d = Driver::start(&[]);
+    d.goto(&format!("{base}/login"));
+    login(&d);
+    assert!(
+        d.js("return document.getElementById('conn').hidden;", json!([])) == json!(true),
+        "no interruption banner while live"
+    );
+    d.js("window.__berthMarker = 11; return 1;", json!([]));
+
+    // The daemon dies: the page says so, without a reload.
+    drop(daemon);
+    d.wait_js(
+        "the interruption banner",
+        WAIT,
+        "return document.getElementById('conn').hidden === false && document.body.dataset.live === '0';",
+    );
+    assert_eq!(
+        d.js("return window.__berthMarker || 0;", json!([])),
+        json!(11),
+        "the banner came without a reload"
+    );
+
+    // A new daemon on the same address: the page's own reload reaches it
+    // and, the session being gone, shows the login form.
+    let _ = std::fs::remove_file(env.state_dir().join("api-address"));
+    let daemon = Daemon::start_on(&env, &listen);
+    d.wait_js(
+        "the fallback reload to the login form",
+        WAIT,
+        "return location.pathname === '/login' && !window.__berthMarker;",
+    );
+    login(&d);
+    assert!(
+        d.js("return document.getElementById('conn').hidden;", json!([])) == json!(true),
+        "live again: {}",
+        daemon.log_text()
+    );
+    drop(d);
+    let down = env.berth(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
 }

@@ -161,6 +161,43 @@ fn failing_install_is_rolled_back_with_exit_code_and_logs() {
     }
 }
 
+/// An app without a health check that runs at first and exits a moment
+/// later, inside the stack's settle window, fails its install (rolled
+/// back); one that outlives the window is installed.
+#[test]
+fn exit_inside_the_settle_window_fails_the_install() {
+    for engine in engines() {
+        let env = Env::new(&engine, "settle");
+        env.write_stack_with(
+            "settle = \"4s\"\n",
+            &format!(
+                "[apps.late]\nimage = \"{IMAGE}\"\ncommand = [\"sh\", \"-c\", \"sleep 1; echo late-marker; exit 4\"]\n\n{}",
+                sleeper("steady", "")
+            ),
+        );
+        let started = std::time::Instant::now();
+        let out = env.berth(&["install", "late"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{engine}: {}", text(&out));
+        assert!(err.contains("exited within 4s"), "{engine}: {err}");
+        assert!(err.contains("exit code 4"), "{engine}: {err}");
+        assert!(err.contains("late-marker"), "{engine}: {err}");
+        assert_eq!(
+            env.leftovers(),
+            Vec::<String>::new(),
+            "{engine}: rolled back"
+        );
+        // The steady one is watched for the whole window, then installed.
+        env.ok(&["install", "steady"]);
+        assert!(
+            started.elapsed() >= Duration::from_secs(8),
+            "{engine}: both installs waited out the window"
+        );
+        assert!(env.running(&env.container("steady")), "{engine}");
+        env.ok(&["uninstall", "steady"]);
+    }
+}
+
 #[test]
 fn failing_health_check_rolls_back() {
     for engine in engines() {

@@ -211,7 +211,9 @@ pub fn render(r: &Results) -> String {
          Every service runs `{}` from the local image `{}` (no pull), and service k depends on service k-1. \
          A run only counts as successful when the expected containers really run afterwards (or are gone, after `down`). \
          berth's cold `up` includes starting its supervising daemon (`berth daemon`, detached), which then serves \
-         the no-op `up` and the `down`; the bench stops that daemon after each measurement.\n",
+         the no-op `up` and the `down`; the bench stops that daemon after each measurement. \
+         berth's stacks set `settle = \"0s\"`: like the compose tools, a service without a health check counts \
+         as started once its container runs (berth's default watches it 500 ms longer, per tier).\n",
         r.config.reps,
         super::stacks::SERVICE_COMMAND.join(" "),
         r.config.image,

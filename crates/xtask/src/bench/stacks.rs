@@ -53,8 +53,11 @@ fn quoted_list(items: &[&str]) -> String {
 
 /// The berth stack file (TOML) of `chain`.
 pub fn berth_stack(chain: &Chain) -> String {
+    // `settle = "0s"`: like the compose tools it is compared with, count a
+    // service started once its container runs (berth's default also watches
+    // an app without a health check for 500 ms after its start, per tier).
     let mut s = format!(
-        "[stack]\nname = {}\nmax_parallel = {MAX_PARALLEL}\n",
+        "[stack]\nname = {}\nmax_parallel = {MAX_PARALLEL}\nsettle = \"0s\"\n",
         quoted(chain.name)
     );
     for k in 1..=chain.apps {
@@ -188,6 +191,7 @@ mod tests {
         let expected = r#"[stack]
 name = "bnchbp1"
 max_parallel = 4
+settle = "0s"
 
 [apps.s01]
 image = "localhost/berth-demo:latest"
