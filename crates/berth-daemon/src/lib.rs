@@ -171,6 +171,9 @@ pub async fn run(
     let info_task = {
         let engine = engine.clone();
         let slot = sup.engine_info_slot();
+        // Which engine is known at once; the rest of `info` follows.
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) =
+            serde_json::json!({ "kind": engine.kind() });
         let hub = live.clone();
         tokio::spawn(async move {
             match engine.info().await {

@@ -276,7 +276,7 @@ pub struct Supervisor {
     started_at_ms: u64,
     /// The engine's `info`, filled in the background once it answers (a
     /// Podman `info` takes a few hundred milliseconds; readiness does not
-    /// wait for it). `null` until then.
+    /// wait for it). Until then only its `kind`.
     engine_info: Arc<Mutex<Value>>,
     requests_seq: AtomicU64,
     /// The HTTP API's live state: told when something may have changed.
