@@ -359,3 +359,46 @@ async fn a_fresh_daemon_acts_on_no_gate_before_it_has_probed_the_nodes() {
     assert!(w.ctx.store().gate_state("a").unwrap().latched);
     assert_eq!(w.fake.count_calls(CallKind::Stop), 0);
 }
+
+/// A release planned from records read before an uninstall finished (the
+/// uninstall ran while the tick listed the engine) is dropped: the app is
+/// not installed again, gets no gate state and no `released` event.
+#[tokio::test(start_paused = true)]
+async fn an_app_uninstalled_while_the_tick_lists_is_not_released_again() {
+    let w = world().await;
+    let mut sup = supervisor(&w);
+    second(&mut sup).await;
+    assert_eq!(status(&w, "s-a"), EngineStatus::Created, "held");
+    set(&w, ChainState::up("tcp accepted"));
+    // A probe round sees the node synced; the next tick would release `a`.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    sup.tick().await;
+    sup.settle().await;
+    // `berth uninstall a --cascade` finishes while that tick lists.
+    let (ctx, fake) = (w.ctx.clone(), w.fake.clone());
+    w.fake.during_next_list(move || {
+        for (id, name) in [("b", "s-b"), ("a", "s-a")] {
+            fake.remove_behind_back(name);
+            assert!(ctx.store().delete_app(id).unwrap());
+        }
+    });
+    sup.tick().await;
+    sup.settle().await;
+    for _ in 0..3 {
+        second(&mut sup).await;
+    }
+    assert!(w.fake.container("s-a").is_none(), "a not installed again");
+    assert!(w.fake.container("s-b").is_none(), "b not installed again");
+    let ids: Vec<String> = w
+        .ctx
+        .store()
+        .list_apps()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["n"]);
+    assert!(!w.ctx.store().gate_states().unwrap().contains_key("a"));
+    assert_eq!(count(&w, "a", "released"), 0, "{:?}", events(&w, "a"));
+    assert_eq!(w.fake.count_calls(CallKind::Create), 0);
+}

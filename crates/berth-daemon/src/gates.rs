@@ -232,6 +232,20 @@ impl Gates {
                 claims.insert(id.to_string(), c);
             }
         }
+        // Claims first, then the store: an app whose uninstall finished
+        // after `stacks` was read is gone now, and a release planned from
+        // the stale record would install it again.
+        match crate::supervisor::installed_ids(ctx) {
+            Ok(installed) => claims.retain(|id, _| installed.contains(id)),
+            Err(e) => {
+                tracing::error!(error = %e, "gates: cannot re-read installed apps; no gate acts this tick");
+                return TickGates {
+                    probe,
+                    job: None,
+                    next_wake_ms: next_probe,
+                };
+            }
+        }
         let states = match ctx.store().gate_states() {
             Ok(s) => s,
             Err(e) => {

@@ -120,6 +120,11 @@ impl Drop for Claim {
 }
 
 /// Claim all of `apps` or none: `Err((app, what))` names one that is busy.
+/// The ids of the apps the store has installed now.
+pub(crate) fn installed_ids(ctx: &Ctx) -> Result<BTreeSet<String>, berth_store::StoreError> {
+    Ok(ctx.store().list_apps()?.into_iter().map(|r| r.id).collect())
+}
+
 pub fn try_claim(
     set: &InFlight,
     apps: &BTreeSet<String>,
@@ -614,6 +619,20 @@ impl Supervisor {
         self.cooling.retain(|_, until| *until > now);
         let mut busy: BTreeSet<String> = lock(&self.in_flight).busy();
         busy.extend(self.cooling.keys().cloned());
+        // An app uninstalled while the engine was listed: nothing of the
+        // plan about it is kept (no tracker row, no event, no action).
+        match installed_ids(&self.ctx) {
+            Ok(installed) => busy.extend(
+                stacks
+                    .values()
+                    .flat_map(|(_, records)| records.iter().map(|r| r.id.clone()))
+                    .filter(|id| !installed.contains(id)),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "tick: cannot re-read installed apps; nothing acted on");
+                return;
+            }
+        }
         plan.trackers.retain(|app, _| !busy.contains(app));
         plan.events.retain(|e| !busy.contains(&e.app));
         plan.actions.retain(|a| !busy.contains(action_app(a)));
@@ -727,6 +746,7 @@ impl Supervisor {
         hashes: &BTreeMap<String, String>,
     ) {
         let mut per_stack: BTreeMap<String, BTreeMap<u32, Vec<(Job, Claim)>>> = BTreeMap::new();
+        let mut claimed: Vec<(String, u32, Job, Claim)> = Vec::new();
         for action in &plan.actions {
             let app = action_app(action).to_string();
             let Some(stack_name) = stack_of.get(&app) else {
@@ -785,8 +805,29 @@ impl Supervisor {
                 }
             };
             let tier = graph::tiers(stack).get(&app).copied().unwrap_or(0);
+            claimed.push((stack_name.clone(), tier, job, claim));
+        }
+        // Claims first, then the store: a request that finished while this
+        // tick listed the engine (an uninstall, say) released its claim
+        // before ours was taken, and the records read at the start of the
+        // tick are stale. Acting on them would bring an uninstalled app back.
+        let installed = match installed_ids(&self.ctx) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "tick: cannot re-read installed apps; no action this tick");
+                return;
+            }
+        };
+        for (stack_name, tier, job, claim) in claimed {
+            if !installed.contains(job.app()) {
+                tracing::info!(
+                    app = job.app(),
+                    "uninstalled while the tick ran; its planned action is dropped"
+                );
+                continue;
+            }
             per_stack
-                .entry(stack_name.clone())
+                .entry(stack_name)
                 .or_default()
                 .entry(tier)
                 .or_default()

@@ -244,6 +244,49 @@ async fn a_vanished_container_is_recreated_with_its_volume() {
     assert!(events(&w, "a").iter().any(|(k, _)| k == "recreated"));
 }
 
+/// An uninstall that finishes while a tick waits for the engine's list is
+/// not undone: the records the tick read first are stale by then, so the
+/// recreate planned for the vanished container is dropped (no create, no
+/// record, no event), and the other app is supervised as before.
+#[tokio::test(start_paused = true)]
+async fn an_app_uninstalled_while_the_tick_lists_is_not_brought_back() {
+    let w = world(
+        &format!("{}{}", app("a", ""), app("b", "")),
+        None,
+        FakeEngine::new(),
+    )
+    .await;
+    let (mut sup, _tx, _rx) = supervisor(&w, plan_tick);
+    w.fake.remove_behind_back("s-a");
+    w.fake.remove_behind_back("s-b");
+    let ctx = w.ctx.clone();
+    w.fake.during_next_list(move || {
+        assert!(ctx.store().delete_app("a").unwrap(), "a was installed");
+    });
+    sup.tick().await;
+    sup.settle().await;
+    assert!(w.fake.container("s-a").is_none(), "a not brought back");
+    assert_eq!(status(&w, "s-b"), EngineStatus::Running, "b recreated");
+    let ids: Vec<String> = w
+        .ctx
+        .store()
+        .list_apps()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["b"]);
+    assert_eq!(
+        events(&w, "a"),
+        [("installed".to_string(), "installed a".to_string())],
+        "nothing about a after its uninstall"
+    );
+    // The next tick plans from the store as it is now.
+    sup.tick().await;
+    sup.settle().await;
+    assert!(w.fake.container("s-a").is_none());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_user_stopped_app_is_never_started_and_an_owed_start_is_honoured() {
     let w = world(

@@ -212,10 +212,16 @@ struct State {
     stop_exit_codes: HashMap<String, i64>,
 }
 
+/// Work a test runs while a container list is in flight.
+type ListHook = Box<dyn FnOnce() + Send>;
+
 /// An in-memory engine. See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FakeEngine {
     state: Arc<Mutex<State>>,
+    /// Run inside the next `list_containers`, after the list was taken:
+    /// what happens elsewhere while the engine answers.
+    list_hook: Arc<Mutex<Option<ListHook>>>,
     /// Lifecycle events of containers, for `watch_events`.
     events: tokio::sync::broadcast::Sender<EngineEvent>,
 }
@@ -224,14 +230,46 @@ impl Default for FakeEngine {
     fn default() -> Self {
         FakeEngine {
             state: Arc::default(),
+            list_hook: Arc::default(),
             events: tokio::sync::broadcast::channel(EVENTS_BUFFER).0,
         }
+    }
+}
+
+impl std::fmt::Debug for FakeEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeEngine")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
 impl FakeEngine {
     pub fn new() -> FakeEngine {
         FakeEngine::default()
+    }
+
+    fn list_now(&self, label: (&str, &str)) -> Result<Vec<ObservedContainer>> {
+        let st = self.begin(Call::List)?;
+        Ok(st
+            .containers
+            .values()
+            .filter(|c| label_matches(&c.spec.labels, label))
+            .map(|c| ObservedContainer {
+                // Like the real engines, a list does not know about OOM or
+                // start times.
+                oom_killed: false,
+                started_at: None,
+                ..c.observed()
+            })
+            .collect())
+    }
+
+    /// Run `hook` inside the next container list, after the list is taken
+    /// and before it is answered: something that happens while the caller
+    /// waits for the engine (a request finishing on another task).
+    pub fn during_next_list(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.list_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
     }
 
     /// Publish a lifecycle event of container `name` (no watcher: dropped).
@@ -473,19 +511,16 @@ impl Engine for FakeEngine {
     }
 
     async fn list_containers(&self, label: (&str, &str)) -> Result<Vec<ObservedContainer>> {
-        let st = self.begin(Call::List)?;
-        Ok(st
-            .containers
-            .values()
-            .filter(|c| label_matches(&c.spec.labels, label))
-            .map(|c| ObservedContainer {
-                // Like the real engines, a list does not know about OOM or
-                // start times.
-                oom_killed: false,
-                started_at: None,
-                ..c.observed()
-            })
-            .collect())
+        let list = self.list_now(label)?;
+        let hook = self
+            .list_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        Ok(list)
     }
 
     async fn inspect_container(&self, name: &str) -> Result<Option<ObservedContainer>> {
