@@ -141,7 +141,11 @@ fn ip(env: &Env, container: &str) -> String {
 }
 
 /// Switch the fake node in `app`'s container: `POST /control {"mode": …}`.
-fn set_mode(env: &Env, app: &str, mode: &str) {
+/// Switch a fake's mode; returns the moment just before the switch was
+/// asked for (a "not before" bound must be measured from there: the switch
+/// happens somewhere inside this call, which can be slow on a busy host).
+fn set_mode(env: &Env, app: &str, mode: &str) -> Instant {
+    let asked = Instant::now();
     let addr = format!("{}:9100", ip(env, &env.container(app)));
     let body = json!({ "mode": mode }).to_string();
     let mut last = String::new();
@@ -158,7 +162,7 @@ fn set_mode(env: &Env, app: &str, mode: &str) {
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
                 if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
-                    return;
+                    return asked;
                 }
                 last = answer;
             }
@@ -233,13 +237,21 @@ fn stays(env: &Env, window: Duration, expect: &[(&str, bool)], why: &str) {
 }
 
 fn running_within(env: &Env, app: &str, what: &str) -> Duration {
-    let t0 = Instant::now();
+    running_since(Instant::now(), env, app, what)
+}
+
+fn stopped_within(env: &Env, app: &str, what: &str) -> Duration {
+    stopped_since(Instant::now(), env, app, what)
+}
+
+/// Time from `t0` until `app` runs.
+fn running_since(t0: Instant, env: &Env, app: &str, what: &str) -> Duration {
     wait_for(what, WAIT, || env.running(&env.container(app)));
     t0.elapsed()
 }
 
-fn stopped_within(env: &Env, app: &str, what: &str) -> Duration {
-    let t0 = Instant::now();
+/// Time from `t0` until `app` no longer runs.
+fn stopped_since(t0: Instant, env: &Env, app: &str, what: &str) -> Duration {
     wait_for(what, WAIT, || !env.running(&env.container(app)));
     t0.elapsed()
 }
@@ -395,8 +407,8 @@ fn gates_hold_release_reject_and_readmit_on_real_containers() {
             &[("proxy", true), ("pool", true)],
             "after the blip",
         );
-        set_mode(&env, "xmr", "down");
-        let took = stopped_within(&env, "proxy", "proxy rejected while xmr is down");
+        let asked = set_mode(&env, "xmr", "down");
+        let took = stopped_since(asked, &env, "proxy", "proxy rejected while xmr is down");
         assert!(took >= DOWN_AFTER, "{engine}: rejected after {took:?}");
         assert!(
             env.running(&env.container("pool")),
@@ -419,8 +431,8 @@ fn gates_hold_release_reject_and_readmit_on_real_containers() {
 
         // 7. The node comes back: readmitted, but only after the recovery
         // window.
-        set_mode(&env, "xmr", "synced");
-        let took = running_within(&env, "proxy", "proxy readmitted");
+        let asked = set_mode(&env, "xmr", "synced");
+        let took = running_since(asked, &env, "proxy", "proxy readmitted");
         assert!(
             took >= RECOVERY_AFTER,
             "{engine}: readmitted after {took:?}"
@@ -432,8 +444,8 @@ fn gates_hold_release_reject_and_readmit_on_real_containers() {
 
         // 8. A busy node (answers, but not OK) is down: rejected, then
         // readmitted.
-        set_mode(&env, "btc", "busy");
-        let took = stopped_within(&env, "proxy", "proxy rejected while btc is busy");
+        let asked = set_mode(&env, "btc", "busy");
+        let took = stopped_since(asked, &env, "proxy", "proxy rejected while btc is busy");
         assert!(took >= DOWN_AFTER, "{engine}: {took:?}");
         assert!(
             d.gate("proxy")["reason"]
@@ -443,8 +455,8 @@ fn gates_hold_release_reject_and_readmit_on_real_containers() {
             "{engine}: {}",
             d.gate("proxy")
         );
-        set_mode(&env, "btc", "synced");
-        let took = running_within(&env, "proxy", "proxy readmitted after busy");
+        let asked = set_mode(&env, "btc", "synced");
+        let took = running_since(asked, &env, "proxy", "proxy readmitted after busy");
         assert!(took >= RECOVERY_AFTER, "{engine}: {took:?}");
 
         // 9. Double outage: readmitted only when both recover.
@@ -486,8 +498,8 @@ fn gates_hold_release_reject_and_readmit_on_real_containers() {
         assert_eq!(d.gate("proxy")["latched"], true, "{engine}");
         assert_eq!(d.gate("pool")["status"], "released", "{engine}");
         assert_eq!(env.started_at(&env.container("pool")), pool_started);
-        set_mode(&env, "xmr", "synced");
-        let took = running_within(&env, "proxy", "proxy readmitted by the fresh daemon");
+        let asked = set_mode(&env, "xmr", "synced");
+        let took = running_since(asked, &env, "proxy", "proxy readmitted by the fresh daemon");
         assert!(took >= RECOVERY_AFTER, "{engine}: {took:?}");
 
         // 12. ghost was never reachable: it never went down, watcher was
