@@ -443,10 +443,38 @@ pub async fn bind(addr: SocketAddr, state_root: &Path) -> std::io::Result<TcpLis
     Ok(listener)
 }
 
+/// The accept loop's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Connections served at once; more are closed at once.
+    pub connections: usize,
+    /// How long a client may take to send its request headers.
+    pub header_read: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            connections: CONNECTIONS_MAX,
+            header_read: Duration::from_millis(HEADER_READ_TIMEOUT_MS),
+        }
+    }
+}
+
 /// Serve until `stop` turns true; then ask every connection to close,
 /// wait (bounded) and abort what is left.
-pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+pub async fn serve(listener: TcpListener, app: Router, stop: watch::Receiver<bool>) {
+    serve_with(listener, app, stop, ServeLimits::default()).await;
+}
+
+/// `serve` with the given bounds.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    limits: ServeLimits,
+) {
+    let permits = Arc::new(Semaphore::new(limits.connections));
     let mut conns: JoinSet<()> = JoinSet::new();
     let service = hyper_util::service::TowerToHyperService::new(app);
     loop {
@@ -465,7 +493,10 @@ pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver
                     }
                 };
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    tracing::warn!("too many connections ({CONNECTIONS_MAX}); closing a new one");
+                    tracing::warn!(
+                        "too many connections ({}); closing a new one",
+                        limits.connections
+                    );
                     drop(stream);
                     continue;
                 };
@@ -476,7 +507,7 @@ pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     builder
                         .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS));
+                        .header_read_timeout(limits.header_read);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::pin!(conn);
                     tokio::select! {

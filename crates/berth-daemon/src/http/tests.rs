@@ -994,3 +994,120 @@ fn form_fields_and_listen_addresses_parse() {
     );
     assert!(super::parse_listen("localhost").is_err());
 }
+
+/// Read until the server closes the connection (or `limit` passes).
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let end = Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// One request on a new connection; the status line of the answer.
+async fn status_line(addr: std::net::SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer)).await;
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// Serve a one-route app with `limits`; its address and its stop switch.
+async fn bounded_server(
+    limits: super::ServeLimits,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(super::serve_with(listener, app, stop_rx, limits));
+    (addr, stop_tx, server)
+}
+
+/// The accept loop's bounds, exercised: a client that never finishes its
+/// headers is cut off after the header-read timeout (slow loris), and
+/// connections beyond the cap are closed at once while the ones held keep
+/// their place; when one goes, a new client is served again.
+#[tokio::test]
+async fn the_accept_loop_cuts_off_slow_clients_and_caps_connections() {
+    // Slow loris: half a request line, then silence.
+    let (addr, stop, server) = bounded_server(super::ServeLimits {
+        connections: 8,
+        header_read: Duration::from_millis(400),
+    })
+    .await;
+    assert!(status_line(addr).await.contains("200"), "served");
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HT").await.unwrap();
+    let t0 = Instant::now();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(10)).await,
+        "cut off"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the loop ends on stop")
+        .unwrap();
+
+    // The cap: three idle connections hold every place (the header
+    // timeout is far away here).
+    let (addr, stop, server) = bounded_server(super::ServeLimits {
+        connections: 3,
+        header_read: Duration::from_secs(30),
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut h = TcpStream::connect(addr).await.unwrap();
+        h.write_all(b"GET / HT").await.unwrap();
+        held.push(h);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await; // all accepted
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(10)).await,
+        "a connection beyond the cap is closed at once"
+    );
+    for h in &mut held {
+        assert!(
+            !closed_within(h, Duration::from_millis(100)).await,
+            "the held connections keep their place"
+        );
+    }
+    // One client goes: its place is free again.
+    drop(held.pop());
+    let served = async {
+        loop {
+            if status_line(addr).await.contains("200") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("served again once a place is free");
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the loop ends on stop")
+        .unwrap();
+}
