@@ -70,6 +70,10 @@ use crate::{
 
 /// Request timeout of ordinary API calls (until the response head).
 pub const REQUEST_TIMEOUT_S: u64 = 120;
+/// Attempts at creating a network when the engine answers 5xx.
+pub const NETWORK_CREATE_ATTEMPTS: u32 = 3;
+/// Wait before the second attempt (then twice this before the third).
+pub const NETWORK_CREATE_RETRY_MS: u64 = 200;
 /// Extra time a stop request gets beyond the grace period: the engine
 /// answers only after the container is gone, which includes SIGKILL and
 /// cleanup after the grace period.
@@ -741,28 +745,55 @@ impl Engine for ApiEngine {
             "CheckDuplicate": true,
             "Labels": labels,
         });
-        self.count();
-        let (status, answer) = rawhttp::request(
-            &self.socket,
-            Method::POST,
-            &self.compat_path("/networks/create"),
-            Some(body.to_string().into_bytes()),
-            Duration::from_secs(REQUEST_TIMEOUT_S),
-        )
-        .await
-        .map_err(|e| self.map_raw_err("ensure_network", e))?;
-        match status {
-            200..=299 => Ok(true),
-            // Created concurrently by someone else: it exists, which is all
-            // the caller asked for.
-            409 => Ok(false),
-            _ => Err(EngineError::Api {
-                call: "ensure_network".into(),
-                detail: format!(
-                    "network {name}: status {status}: {}",
-                    error_message(&answer)
-                ),
-            }),
+        let mut attempt = 1;
+        loop {
+            self.count();
+            let (status, answer) = rawhttp::request(
+                &self.socket,
+                Method::POST,
+                &self.compat_path("/networks/create"),
+                Some(body.to_string().into_bytes()),
+                Duration::from_secs(REQUEST_TIMEOUT_S),
+            )
+            .await
+            .map_err(|e| self.map_raw_err("ensure_network", e))?;
+            match status {
+                200..=299 => return Ok(true),
+                // Created concurrently by someone else: it exists, which is
+                // all the caller asked for.
+                409 => return Ok(false),
+                // Podman 4.3 answers 500 ("route ip+net: no such network
+                // interface") when another network's bridge comes or goes at
+                // the same moment; a moment later the same create succeeds.
+                500..=599 if attempt < NETWORK_CREATE_ATTEMPTS => {
+                    tracing::warn!(
+                        network = name,
+                        status,
+                        error = %error_message(&answer),
+                        attempt,
+                        "network create failed; trying again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(
+                        NETWORK_CREATE_RETRY_MS * u64::from(attempt),
+                    ))
+                    .await;
+                    attempt += 1;
+                }
+                _ => {
+                    return Err(EngineError::Api {
+                        call: "ensure_network".into(),
+                        detail: format!(
+                            "network {name}: status {status}: {}{}",
+                            error_message(&answer),
+                            if attempt > 1 {
+                                format!(" (after {attempt} attempts)")
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    });
+                }
+            }
         }
     }
 
@@ -1400,5 +1431,134 @@ mod version_tests {
         assert_eq!(parse_api_version(" 1.24 "), Some((1, 24)));
         assert_eq!(parse_api_version("4"), None);
         assert_eq!(parse_api_version("x.y"), None);
+    }
+}
+
+/// `ApiEngine` against a scripted engine on a unix socket: what berth does
+/// with answers a real engine gives only now and then.
+#[cfg(test)]
+mod stub_tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    /// Serve one answer per request: `/_ping` as Docker, a 404 for a
+    /// network inspect, and the scripted statuses, in order, for
+    /// `POST /networks/create`. Records the creates' request lines.
+    fn stub(dir: &Path, creates: Vec<u16>) -> (PathBuf, Arc<Mutex<Vec<String>>>) {
+        let socket = dir.join("engine.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(creates));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let script = script.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Head, then the body its Content-Length announces.
+                    let head_end = loop {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    let (status, body) = if line.contains("/_ping") {
+                        (200, "OK".to_string())
+                    } else if line.starts_with("POST") && line.contains("/networks/create") {
+                        log.lock().unwrap().push(line.clone());
+                        let mut script = script.lock().unwrap();
+                        let status = if script.is_empty() {
+                            201
+                        } else {
+                            script.remove(0)
+                        };
+                        let body = if status == 201 {
+                            r#"{"Id":"n1","Warning":""}"#.to_string()
+                        } else {
+                            r#"{"message":"route ip+net: no such network interface"}"#.to_string()
+                        };
+                        (status, body)
+                    } else {
+                        (404, r#"{"message":"no such network"}"#.to_string())
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (socket, seen)
+    }
+
+    #[tokio::test]
+    async fn a_network_create_answered_500_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, creates) = stub(dir.path(), vec![500, 500]);
+        let engine = ApiEngine::docker(&socket).await.unwrap();
+        let created = engine.ensure_network("s", &BTreeMap::new()).await.unwrap();
+        assert!(created);
+        assert_eq!(creates.lock().unwrap().len(), 3, "two 500s, then created");
+    }
+
+    #[tokio::test]
+    async fn a_network_create_failing_every_time_gives_up_with_the_engine_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, creates) = stub(dir.path(), vec![500, 500, 500, 500]);
+        let engine = ApiEngine::docker(&socket).await.unwrap();
+        let err = engine
+            .ensure_network("s", &BTreeMap::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(creates.lock().unwrap().len(), 3, "{err}");
+        assert!(err.contains("no such network interface"), "{err}");
+        assert!(err.contains("after 3 attempts"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_network_create_refused_with_a_client_error_is_not_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, creates) = stub(dir.path(), vec![400]);
+        let engine = ApiEngine::docker(&socket).await.unwrap();
+        let err = engine
+            .ensure_network("s", &BTreeMap::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(creates.lock().unwrap().len(), 1, "{err}");
+        assert!(err.contains("status 400"), "{err}");
     }
 }
