@@ -25,6 +25,7 @@ pub mod config;
 pub mod gates;
 pub mod http;
 pub mod hub;
+pub mod logfile;
 pub mod metrics;
 pub mod monitor;
 pub mod rpc;
@@ -198,6 +199,24 @@ pub async fn run(
         stop_tx.subscribe(),
     )
     .await;
+    // A detached daemon (`berth up`) trims its own log file.
+    let log_file = state.root().join(logfile::DAEMON_LOG_FILE_NAME);
+    let log_task = logfile::stderr_is(&log_file).then(|| {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(logfile::DAEMON_LOG_CHECK_S));
+            loop {
+                every.tick().await;
+                match logfile::rotate_if_large(&log_file, logfile::DAEMON_LOG_BYTES_MAX) {
+                    Ok(true) => tracing::info!(
+                        kept = %logfile::rotated_path(&log_file).display(),
+                        "log file rotated"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot rotate the log file"),
+                }
+            }
+        })
+    });
     let watcher = tokio::spawn(watch_engine(
         engine.clone(),
         tx.clone(),
@@ -226,6 +245,10 @@ pub async fn run(
     let _ = watcher.await;
     info_task.abort();
     let _ = info_task.await;
+    if let Some(t) = log_task {
+        t.abort();
+        let _ = t.await;
+    }
     if let Some(mut t) = http_task {
         if tokio::time::timeout(Duration::from_millis(SERVER_CLOSE_TIMEOUT_MS), &mut t)
             .await

@@ -9,7 +9,7 @@ use crate::context::{CmdResult, Route, daemon, load_stack, replay, route, rpc_ca
 /// How long `up` waits for the daemon it started to answer.
 pub const DAEMON_START_TIMEOUT_MS: u64 = 15_000;
 /// Name of the log of a daemon `up` started, in the state directory.
-pub const DAEMON_LOG_FILE_NAME: &str = "daemon.log";
+pub use berth_daemon::logfile::DAEMON_LOG_FILE_NAME;
 
 pub async fn run(g: &Global, stack: Option<PathBuf>, no_daemon: bool) -> CmdResult {
     let path = stack.unwrap_or_else(|| g.stack.clone());
