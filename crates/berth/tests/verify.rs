@@ -247,6 +247,8 @@ fn a_held_vet_is_resolved_from_the_cli_and_over_the_socket() {
         s["run_id"].as_str().unwrap().to_string()
     };
     let first = held();
+    // Not a wait for readiness: the second run must start in a later
+    // millisecond than the first, so "newest first" has one answer.
     std::thread::sleep(Duration::from_millis(5));
     let second = held();
     let show = berth("podman", &state, &["run", "show", &first]);
