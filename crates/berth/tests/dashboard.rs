@@ -81,6 +81,15 @@ impl Drop for Daemon {
     }
 }
 
+/// A file the daemon writes into the state directory (`api-address`,
+/// `api-token`), trimmed.
+fn state_file(env: &Env, name: &str) -> String {
+    std::fs::read_to_string(env.state_dir().join(name))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// A GET with the bearer token; the whole raw answer.
 fn get(addr: &str, path: &str, token: &str) -> String {
     use std::io::{Read, Write};
@@ -171,15 +180,10 @@ fn dashboard_on(engine: &str) {
         text(&up),
         daemon.log_text()
     );
-    let root = env.state_dir();
-    let addr = std::fs::read_to_string(root.join("api-address"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let token = std::fs::read_to_string(root.join("api-token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let (addr, token) = (
+        state_file(&env, "api-address"),
+        state_file(&env, "api-token"),
+    );
     let base = format!("http://{addr}");
     // `berth token` shows the same token again (and makes no new one).
     let shown = env.ok(&["token"]);
@@ -500,15 +504,10 @@ fn runs_on(engine: &str) {
     let (code, other_id) = vet(&env, 100_000, false);
     assert_eq!(code, 1);
 
-    let root = env.state_dir();
-    let addr = std::fs::read_to_string(root.join("api-address"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let token = std::fs::read_to_string(root.join("api-token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let (addr, token) = (
+        state_file(&env, "api-address"),
+        state_file(&env, "api-token"),
+    );
     let base = format!("http://{addr}");
     let shot = |d: &Driver, name: &str| {
         d.screenshot(&artifacts_dir().join(format!("runs-{engine}-{name}.png")));
@@ -781,10 +780,7 @@ fn the_page_falls_back_to_a_reload_when_the_live_stream_fails() {
     let daemon = Daemon::start_on(&env, &listen);
     let up = env.berth(&["up"]);
     assert!(up.status.success(), "{}\n{}", text(&up), daemon.log_text());
-    let token = std::fs::read_to_string(env.state_dir().join("api-token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let token = state_file(&env, "api-token");
     let base = format!("http://{listen}");
     let login = |d: &Driver| {
         d.type_into("#token", &token);
