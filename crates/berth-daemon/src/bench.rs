@@ -22,6 +22,9 @@ pub struct TickSample {
     /// Wall time of `Supervisor::tick` (actions it dispatched run as
     /// tasks and are not included; a no-op tick dispatches none).
     pub duration: Duration,
+    /// Of `duration`, the time the tick's container lists took (the
+    /// engine's share, measured inside the tick).
+    pub observe: Duration,
     /// Engine calls made during the tick (`Engine::call_count` delta).
     pub engine_calls: u64,
     /// Supervision actions the tick dispatched (0 for a no-op tick).
@@ -52,12 +55,34 @@ pub async fn ticks(ctx: Arc<Ctx>, settings: Settings, warmup: usize, n: usize) -
         let duration = started.elapsed();
         let engine_calls = ctx.engine.call_count().saturating_sub(calls);
         let actions = sup.stats().last_tick_actions;
+        let observe = Duration::from_micros(sup.stats().last_tick_observe_us.unwrap_or(0));
         sup.settle().await;
         out.push(TickSample {
             duration,
+            observe,
             engine_calls,
             actions,
         });
     }
     out
+}
+
+/// The engine's share of a tick, measured alone: `n` rounds of exactly
+/// the calls a tick observes with (one container list per installed
+/// stack, `berth_ops::install::observe_stack`), with none of the tick's
+/// own work. Comparing it with [`ticks`] splits a tick's wall time into
+/// the engine's part and berth's part.
+pub async fn lists(ctx: &Ctx, n: usize) -> berth_ops::Result<Vec<Duration>> {
+    let stacks: Vec<String> = berth_ops::stackdb::installed_stacks(ctx)?
+        .into_keys()
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        for name in &stacks {
+            berth_ops::install::observe_stack(ctx, name).await?;
+        }
+        out.push(started.elapsed());
+    }
+    Ok(out)
 }

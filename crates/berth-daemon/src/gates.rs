@@ -232,11 +232,11 @@ impl Gates {
                 claims.insert(id.to_string(), c);
             }
         }
-        // Claims first, then the store: an app whose uninstall finished
-        // after `stacks` was read is gone now, and a release planned from
-        // the stale record would install it again.
-        match crate::supervisor::installed_ids(ctx) {
-            Ok(installed) => claims.retain(|id, _| installed.contains(id)),
+        // Claims first, then the store: an app whose uninstall (or stop)
+        // finished after `stacks` was read is gone (or stopped) now, and a
+        // release planned from the stale record would bring it back.
+        match crate::supervisor::changed_since_read(ctx, stacks) {
+            Ok(changed) => claims.retain(|id, _| !changed.contains(id)),
             Err(e) => {
                 tracing::error!(error = %e, "gates: cannot re-read installed apps; no gate acts this tick");
                 return TickGates {

@@ -3,7 +3,9 @@
 //! place that executes supervision plans.
 //!
 //! A tick lists each installed stack's containers (one engine call per
-//! stack), builds the planner's input from the store and the health
+//! stack; the loop runs the lists in a task of its own and goes on
+//! answering requests until they are back), builds the planner's input
+//! from the store and the health
 //! monitors, calls `berth_core::supervise::plan_tick`, persists the
 //! trackers it changed, records its events and dispatches its actions.
 //! Actions run as owned tasks with bounded concurrency, in tier order per
@@ -17,14 +19,14 @@
 //! as `Intent::Gated`, so supervision never starts it nor counts it as a
 //! failure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::classify::EngineStatus;
 use berth_core::graph;
-use berth_core::model::Stack;
+use berth_core::model::{App, Stack};
 use berth_core::naming;
 use berth_core::supervise::{
     Intent, QUARANTINE_LOG_LINES, Quarantine, SupervisedApp, SupervisionAction, TickInput, TickPlan,
@@ -119,12 +121,23 @@ impl Drop for Claim {
     }
 }
 
-/// Claim all of `apps` or none: `Err((app, what))` names one that is busy.
-/// The ids of the apps the store has installed now.
-pub(crate) fn installed_ids(ctx: &Ctx) -> Result<BTreeSet<String>, berth_store::StoreError> {
-    Ok(ctx.store().list_apps()?.into_iter().map(|r| r.id).collect())
+/// The apps among `stacks`' records whose stored record is gone or was
+/// written since they were read: uninstalled, stopped or started by the
+/// user, reinstalled. A plan made from those records is stale for them.
+pub(crate) fn changed_since_read(
+    ctx: &Ctx,
+    stacks: &crate::gates::Stacks,
+) -> Result<BTreeSet<String>, berth_store::StoreError> {
+    let now = ctx.store().app_revisions()?;
+    Ok(stacks
+        .values()
+        .flat_map(|(_, records)| records)
+        .filter(|r| now.get(&r.id) != Some(&(r.desired, r.updated_at_ms)))
+        .map(|r| r.id.clone())
+        .collect())
 }
 
+/// Claim all of `apps` or none: `Err((app, what))` names one that is busy.
 pub fn try_claim(
     set: &InFlight,
     apps: &BTreeSet<String>,
@@ -193,13 +206,53 @@ enum Done {
     Probes {
         results: BTreeMap<String, berth_core::gate::ChainState>,
     },
+    /// The container lists of a tick the loop began: the loop finishes
+    /// the tick with them.
+    Observed {
+        start: Box<TickStart>,
+        observed: Observation,
+    },
+}
+
+/// What a tick read before it listed the engine.
+struct TickStart {
+    started: Instant,
+    calls_before: u64,
+    now_ms: u64,
+    stacks: crate::gates::Stacks,
+}
+
+/// Every installed stack's containers by app, and how long listing them
+/// took; or the error that stopped the listing.
+type Observation = Result<
+    (
+        BTreeMap<String, berth_core::observed::ObservedContainer>,
+        Duration,
+    ),
+    OpsError,
+>;
+
+/// One list call per stack. Any failure fails the whole observation: a
+/// partial view would make present containers look missing.
+async fn observe(ctx: &Ctx, stacks: &crate::gates::Stacks) -> Observation {
+    let observing = Instant::now();
+    let mut observed = BTreeMap::new();
+    for name in stacks.keys() {
+        observed.extend(berth_ops::install::observe_stack(ctx, name).await?);
+    }
+    Ok((observed, observing.elapsed()))
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct TickStats {
+    /// Ticks done (the engine listed and the plan made, or the tick
+    /// skipped because the engine could not be listed).
     pub ticks: u64,
     pub last_tick_at_ms: Option<u64>,
     pub last_tick_duration_us: Option<u64>,
+    /// Of the last tick's wall time, how long its container lists took
+    /// (waiting for the engine); the rest is berth's own work.
+    pub last_tick_observe_us: Option<u64>,
     /// Engine calls the last tick made (health monitors running at the
     /// same time are counted too).
     pub last_tick_engine_calls: Option<u64>,
@@ -289,6 +342,48 @@ pub struct Supervisor {
     gates: Gates,
     /// The task of the probe round in flight, if any.
     probe_task: Option<tokio::task::Id>,
+    /// The task listing the engine for a tick the loop began, if any.
+    /// Requests are served meanwhile; no other tick begins.
+    observe_task: Option<tokio::task::Id>,
+    /// Something asked for an early tick while a tick was listing the
+    /// engine: the tick that finishes must not schedule past it.
+    woken_while_observing: bool,
+    /// Spec hashes by app, with what they were computed from.
+    spec_hashes: SpecHashes,
+}
+
+/// The spec hash of each installed app, kept while what it is computed
+/// from (stack name, network, manifest) is unchanged: building a spec and
+/// hashing it for every app on every tick is most of a no-op tick's own
+/// work.
+#[derive(Default)]
+struct SpecHashes(HashMap<String, (String, String, App, String)>);
+
+impl SpecHashes {
+    fn get(&mut self, ctx: &Ctx, stack: &Stack, app: &App) -> String {
+        if let Some((s, net, a, hash)) = self.0.get(&app.id)
+            && *s == stack.name
+            && *net == stack.settings.network
+            && a == app
+        {
+            return hash.clone();
+        }
+        let hash = berth_ops::install::spec_for(ctx, stack, app).hash();
+        self.0.insert(
+            app.id.clone(),
+            (
+                stack.name.clone(),
+                stack.settings.network.clone(),
+                app.clone(),
+                hash.clone(),
+            ),
+        );
+        hash
+    }
+
+    fn retain(&mut self, installed: &BTreeSet<String>) {
+        self.0.retain(|id, _| installed.contains(id));
+    }
 }
 
 impl Supervisor {
@@ -323,6 +418,9 @@ impl Supervisor {
             hub: None,
             gates: Gates::new(),
             probe_task: None,
+            observe_task: None,
+            woken_while_observing: false,
+            spec_hashes: SpecHashes::default(),
             settings,
         }
     }
@@ -375,16 +473,10 @@ impl Supervisor {
                     continue;
                 }
                 Some(event) = rx.recv() => event,
-                () = tokio::time::sleep_until(self.next_tick) => Event::Tick,
+                () = tokio::time::sleep_until(self.next_tick), if self.observe_task.is_none() => Event::Tick,
             };
             match event {
-                Event::Tick => {
-                    let started = Instant::now();
-                    self.tick().await;
-                    if let Some(hub) = &self.hub {
-                        hub.tick_done(started.elapsed());
-                    }
-                }
+                Event::Tick => self.begin_tick(),
                 Event::EngineEvent { app } => {
                     tracing::debug!(app = app.as_deref().unwrap_or("-"), "engine event");
                     self.wake_soon();
@@ -442,6 +534,26 @@ impl Supervisor {
                 self.probe_task = None;
                 self.gates.probed(results);
             }
+            Ok(Done::Observed { start, observed }) => {
+                self.observe_task = None;
+                let started = start.started;
+                self.finish_tick(*start, observed);
+                if std::mem::take(&mut self.woken_while_observing) {
+                    self.wake_soon();
+                }
+                if let Some(hub) = &self.hub {
+                    hub.tick_done(started.elapsed());
+                }
+                return;
+            }
+            Err(e) if self.observe_task == Some(e.id()) => {
+                self.observe_task = None;
+                if !e.is_cancelled() {
+                    tracing::error!(error = %e, "a tick's engine listing panicked");
+                }
+                self.wake_soon();
+                return;
+            }
             Err(e) if self.probe_task == Some(e.id()) => {
                 self.probe_task = None;
                 self.gates.probe_lost();
@@ -479,40 +591,87 @@ impl Supervisor {
 
     /// Schedule a tick after the debounce unless one is due sooner.
     fn wake_soon(&mut self) {
+        if self.observe_task.is_some() {
+            self.woken_while_observing = true;
+        }
         let at = Instant::now() + self.settings.event_debounce;
         if at < self.next_tick {
             self.next_tick = at;
         }
     }
 
-    /// One reconcile tick. See the module docs.
+    /// One reconcile tick, start to end. See the module docs. The loop
+    /// runs the same steps without waiting for the engine in between
+    /// (`begin_tick`).
     pub async fn tick(&mut self) {
+        if let Some(start) = self.start_tick() {
+            let observed = observe(&self.ctx, &start.stacks).await;
+            self.finish_tick(start, observed);
+        }
+    }
+
+    /// The loop's tick: read the store now, list the engine in an owned
+    /// task, and finish the tick when the lists come back (`finished`),
+    /// so requests are answered while the engine is slow to list.
+    fn begin_tick(&mut self) {
+        let Some(start) = self.start_tick() else {
+            return;
+        };
+        let ctx = self.ctx.clone();
+        let handle = self.tasks.spawn(async move {
+            let observed = observe(&ctx, &start.stacks).await;
+            Done::Observed {
+                start: Box::new(start),
+                observed,
+            }
+        });
+        self.observe_task = Some(handle.id());
+    }
+
+    /// The part of a tick before the engine is listed.
+    fn start_tick(&mut self) -> Option<TickStart> {
         let started = Instant::now();
         let calls_before = self.ctx.engine.call_count();
         let now_ms = self.clock.now_ms();
-        self.stats.ticks += 1;
         self.stats.last_tick_at_ms = Some(now_ms);
         self.stats.last_tick_actions = 0;
         self.next_tick = started + self.settings.tick;
-        let stacks = match stackdb::installed_stacks(&self.ctx) {
-            Ok(s) => s,
+        match stackdb::installed_stacks(&self.ctx) {
+            Ok(stacks) => Some(TickStart {
+                started,
+                calls_before,
+                now_ms,
+                stacks,
+            }),
             Err(e) => {
                 tracing::error!(error = %e, "tick: cannot read installed apps");
+                None
+            }
+        }
+    }
+
+    /// The rest of a tick, once the engine is listed.
+    fn finish_tick(&mut self, start: TickStart, observed: Observation) {
+        let TickStart {
+            started,
+            calls_before,
+            now_ms,
+            stacks,
+        } = start;
+        // Counted once the engine is listed: `ticks` is ticks done (a tick
+        // skipped because the engine is down is done too).
+        self.stats.ticks += 1;
+        let observed = match observed {
+            Ok((observed, took)) => {
+                self.stats.last_tick_observe_us =
+                    Some(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+                observed
+            }
+            Err(e) => {
+                self.engine_down(&e);
                 return;
             }
         };
-        // One list call per stack. Any failure skips the whole tick: a
-        // partial view would make present containers look missing.
-        let mut observed = BTreeMap::new();
-        for name in stacks.keys() {
-            match berth_ops::install::observe_stack(&self.ctx, name).await {
-                Ok(m) => observed.extend(m),
-                Err(e) => {
-                    self.engine_down(&e);
-                    return;
-                }
-            }
-        }
         self.engine_up();
 
         // Health monitors follow what runs.
@@ -542,6 +701,7 @@ impl Supervisor {
             }
         }
         self.monitors.retain(|a| installed.contains(a));
+        self.spec_hashes.retain(&installed);
         let health = lock(&self.monitors.health).clone();
 
         let (trackers, owed) = {
@@ -565,10 +725,7 @@ impl Supervisor {
             let stack_tiers = graph::tiers(stack);
             for rec in records {
                 let app = &stack.apps[&rec.id];
-                hashes.insert(
-                    rec.id.clone(),
-                    berth_ops::install::spec_for(&self.ctx, stack, app).hash(),
-                );
+                hashes.insert(rec.id.clone(), self.spec_hashes.get(&self.ctx, stack, app));
                 tiers.insert(
                     rec.id.clone(),
                     stack_tiers.get(&rec.id).copied().unwrap_or(0),
@@ -619,15 +776,11 @@ impl Supervisor {
         self.cooling.retain(|_, until| *until > now);
         let mut busy: BTreeSet<String> = lock(&self.in_flight).busy();
         busy.extend(self.cooling.keys().cloned());
-        // An app uninstalled while the engine was listed: nothing of the
-        // plan about it is kept (no tracker row, no event, no action).
-        match installed_ids(&self.ctx) {
-            Ok(installed) => busy.extend(
-                stacks
-                    .values()
-                    .flat_map(|(_, records)| records.iter().map(|r| r.id.clone()))
-                    .filter(|id| !installed.contains(id)),
-            ),
+        // An app uninstalled, stopped or started by the user while the
+        // engine was listed: nothing of the plan about it is kept (no
+        // tracker row, no event, no action); the next tick plans it anew.
+        match changed_since_read(&self.ctx, &stacks) {
+            Ok(changed) => busy.extend(changed),
             Err(e) => {
                 tracing::error!(error = %e, "tick: cannot re-read installed apps; nothing acted on");
                 return;
@@ -808,10 +961,11 @@ impl Supervisor {
             claimed.push((stack_name.clone(), tier, job, claim));
         }
         // Claims first, then the store: a request that finished while this
-        // tick listed the engine (an uninstall, say) released its claim
-        // before ours was taken, and the records read at the start of the
-        // tick are stale. Acting on them would bring an uninstalled app back.
-        let installed = match installed_ids(&self.ctx) {
+        // tick listed the engine (an uninstall or a stop, say) released its
+        // claim before ours was taken, and the records read at the start of
+        // the tick are stale. Acting on them would bring an uninstalled app
+        // back or start one the user stopped.
+        let changed = match changed_since_read(&self.ctx, stacks) {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::error!(error = %e, "tick: cannot re-read installed apps; no action this tick");
@@ -819,10 +973,10 @@ impl Supervisor {
             }
         };
         for (stack_name, tier, job, claim) in claimed {
-            if !installed.contains(job.app()) {
+            if changed.contains(job.app()) {
                 tracing::info!(
                     app = job.app(),
-                    "uninstalled while the tick ran; its planned action is dropped"
+                    "changed while the tick ran; its planned action is dropped"
                 );
                 continue;
             }

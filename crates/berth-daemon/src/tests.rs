@@ -220,6 +220,95 @@ async fn a_crashed_app_is_restarted_with_backoff_then_quarantined_with_its_logs(
     assert!(report.apps[0].quarantine.is_some() && report.apps[0].degraded);
 }
 
+/// A user's stop that lands while a tick waits for the engine's list is
+/// not undone: the tick read `a` as wanted running and its container as
+/// exited, so it planned a restart; the record changed since, so the
+/// restart is dropped (no start, no event, no tracker), and later ticks
+/// leave the stopped app alone.
+#[tokio::test(start_paused = true)]
+async fn an_app_stopped_by_the_user_while_the_tick_lists_is_not_restarted() {
+    let w = world(
+        &format!("{}{}", app("a", ""), app("b", "")),
+        None,
+        FakeEngine::new(),
+    )
+    .await;
+    let (mut sup, _tx, _rx) = supervisor(&w, plan_tick);
+    w.fake.set_exited("s-a", 1, false);
+    w.fake.set_exited("s-b", 1, false);
+    let ctx = w.ctx.clone();
+    w.fake.during_next_list(move || {
+        ctx.store()
+            .set_desired("a", Desired::Stopped, 5_000_000)
+            .unwrap();
+    });
+    sup.tick().await;
+    sup.settle().await;
+    assert_eq!(status(&w, "s-a"), EngineStatus::Exited, "a not restarted");
+    assert_eq!(status(&w, "s-b"), EngineStatus::Running, "b restarted");
+    assert!(
+        !events(&w, "a").iter().any(|(k, _)| k == "restarted"),
+        "{:?}",
+        events(&w, "a")
+    );
+    assert!(
+        !w.ctx.store().restart_trackers().unwrap().contains_key("a"),
+        "no tracker written for a"
+    );
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        sup.tick().await;
+        sup.settle().await;
+    }
+    assert_eq!(status(&w, "s-a"), EngineStatus::Exited, "stays stopped");
+}
+
+/// Spec hashes the recording planner saw, by app.
+static SEEN_HASHES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn record_hashes(input: &TickInput<'_>) -> TickPlan {
+    let mut seen = SEEN_HASHES.lock().unwrap();
+    for a in &input.apps {
+        seen.push((a.app.id.clone(), a.spec_hash.to_string()));
+    }
+    TickPlan::default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_manifest_reaches_the_planner_with_its_new_spec_hash() {
+    // The tick keeps spec hashes between ticks; a manifest written to the
+    // store since (a reinstall with a new image, say) must not be planned
+    // with the old hash, or a quarantine tied to the old spec would hold.
+    let w = world(&app("a", ""), None, FakeEngine::new()).await;
+    let (mut sup, _tx, _rx) = supervisor(&w, record_hashes);
+    let hash_of = |rec: &berth_store::AppRecord| {
+        let (stack, _) = berth_ops::stackdb::installed_stack_of(&w.ctx, &rec.id).unwrap();
+        berth_ops::install::spec_for(&w.ctx, &stack, &stack.apps[&rec.id]).hash()
+    };
+    let before = w.ctx.store().get_app("a").unwrap().unwrap();
+    sup.tick().await;
+    sup.tick().await;
+    let mut changed = before.clone();
+    changed.app.env.insert("NEW".into(), "1".into());
+    w.ctx.store().put_app(&changed).unwrap();
+    sup.tick().await;
+    let seen: Vec<String> = SEEN_HASHES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _)| id == "a")
+        .map(|(_, h)| h.clone())
+        .collect();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0], seen[1], "unchanged manifest, same hash");
+    assert_ne!(seen[2], seen[1], "the new manifest gives a new hash");
+    assert_eq!(
+        seen[2],
+        hash_of(&changed),
+        "the hash of the stored manifest"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_vanished_container_is_recreated_with_its_volume() {
     let w = world(
@@ -387,13 +476,15 @@ async fn an_unhealthy_app_is_restarted_with_an_owed_start_written_first() {
     assert!(sup.stats().ticks >= 2);
 }
 
-/// An engine whose start takes 5 s and which records how many starts of
-/// one container ever ran at once.
+/// An engine whose start takes 5 s (and each container list
+/// `list_delay`) and which records how many starts of one container ever
+/// ran at once.
 #[derive(Clone)]
 struct SlowStarts {
     fake: FakeEngine,
     running: Arc<Mutex<BTreeMap<String, usize>>>,
     max_seen: Arc<Mutex<usize>>,
+    list_delay: Duration,
 }
 
 #[async_trait]
@@ -408,6 +499,7 @@ impl Engine for SlowStarts {
         &self,
         l: (&str, &str),
     ) -> berth_engine::Result<Vec<ObservedContainer>> {
+        tokio::time::sleep(self.list_delay).await;
         self.fake.list_containers(l).await
     }
     async fn inspect_container(&self, n: &str) -> berth_engine::Result<Option<ObservedContainer>> {
@@ -513,6 +605,7 @@ async fn one_app_is_never_acted_on_twice_at_once() {
         fake: fake.clone(),
         running: Arc::default(),
         max_seen: Arc::default(),
+        list_delay: Duration::ZERO,
     };
     let w = world(&app("a", ""), Some(Arc::new(slow.clone())), fake).await;
     *slow.max_seen.lock().unwrap() = 0;
@@ -612,6 +705,62 @@ async fn shutdown_never_touches_containers() {
             .await
             .is_err()
     );
+}
+
+/// The loop lists the engine for a tick in a task of its own: a request
+/// that arrives while the engine is slow to list is answered at once, and
+/// the tick completes when the list comes back.
+#[tokio::test(start_paused = true)]
+async fn requests_are_answered_while_a_tick_waits_for_the_engine() {
+    let fake = FakeEngine::new();
+    let slow = SlowStarts {
+        fake: fake.clone(),
+        running: Arc::default(),
+        max_seen: Arc::default(),
+        list_delay: Duration::from_secs(20),
+    };
+    let w = world(&app("a", ""), Some(Arc::new(slow)), fake).await;
+    let (sup, tx, rx) = supervisor(&w, plan_tick);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut sup = sup;
+        sup.run(rx, async {
+            let _ = stop_rx.await;
+        })
+        .await;
+        sup
+    });
+    let status = || {
+        let tx = tx.clone();
+        async move {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            tx.send(Event::Request(RpcCall::DaemonStatus, reply_tx))
+                .await
+                .unwrap();
+            reply_rx.await.unwrap().unwrap()
+        }
+    };
+    // The first tick begins at once and waits 20 s for its list.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let asked = tokio::time::Instant::now();
+    let st = status().await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "answered while the tick lists, after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(st["ticks"]["ticks"], json!(0), "not done yet: {st}");
+    assert_eq!(st["ticks"]["last_tick_duration_us"], json!(null), "{st}");
+    // Once the list is back the tick is done, its list time recorded.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let st = status().await;
+    assert_eq!(st["ticks"]["ticks"], json!(1), "{st}");
+    let observe_us = st["ticks"]["last_tick_observe_us"].as_u64().unwrap();
+    assert!(observe_us >= 20_000_000, "{st}");
+    assert!(st["ticks"]["last_tick_duration_us"].as_u64().unwrap() >= observe_us);
+    let _ = stop_tx.send(());
+    let sup = task.await.unwrap();
+    assert_eq!(sup.stats().actions_started, 0, "nothing to do");
 }
 
 #[tokio::test(start_paused = true)]

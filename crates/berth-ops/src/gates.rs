@@ -107,6 +107,12 @@ pub fn gated_apps<'a>(
     records: &[AppRecord],
     observed: &BTreeMap<String, ObservedContainer>,
 ) -> Vec<GatedApp<'a>> {
+    if !records
+        .iter()
+        .any(|r| stack.apps.get(&r.id).is_some_and(|a| a.gate.is_some()))
+    {
+        return Vec::new();
+    }
     let tiers = graph::tiers(stack);
     records
         .iter()

@@ -1,5 +1,6 @@
 //! Installed apps and what the user wants of them.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -90,13 +91,22 @@ impl AppRow {
         })
     }
 
-    fn into_record(self) -> Result<AppRecord> {
-        let app: App = serde_json::from_str(&self.app_json).map_err(|e| {
-            StoreError::corrupt(format!(
-                "app {}: stored manifest does not decode: {e}",
-                self.id
-            ))
-        })?;
+    /// The record, its manifest decoded from `app_json` unless `memo`
+    /// already holds this app decoded from the very same JSON.
+    fn into_record(self, memo: &mut HashMap<String, (String, App)>) -> Result<AppRecord> {
+        let app = match memo.get(&self.id) {
+            Some((json, app)) if *json == self.app_json => app.clone(),
+            _ => {
+                let app: App = serde_json::from_str(&self.app_json).map_err(|e| {
+                    StoreError::corrupt(format!(
+                        "app {}: stored manifest does not decode: {e}",
+                        self.id
+                    ))
+                })?;
+                memo.insert(self.id.clone(), (self.app_json, app.clone()));
+                app
+            }
+        };
         let desired = self
             .desired
             .parse()
@@ -152,7 +162,7 @@ impl Store {
                 conn.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1"))?;
             stmt.query_row([id], AppRow::from_row).optional()?
         };
-        row.map(AppRow::into_record).transpose()
+        row.map(|r| r.into_record(&mut self.memo())).transpose()
     }
 
     /// Every installed app, sorted by id.
@@ -164,7 +174,50 @@ impl Store {
             stmt.query_map([], AppRow::from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         };
-        rows.into_iter().map(AppRow::into_record).collect()
+        let mut memo = self.memo();
+        // Forget the apps that are gone, so the memo stays as large as the
+        // apps table. `rows` is sorted by id (SQLite's BINARY collation
+        // orders bytes as `str` does).
+        memo.retain(|id, _| {
+            rows.binary_search_by(|r| r.id.as_str().cmp(id.as_str()))
+                .is_ok()
+        });
+        rows.into_iter().map(|r| r.into_record(&mut memo)).collect()
+    }
+
+    /// Every installed app's revision: its desired state and when its
+    /// record was last written, by id, without decoding any manifest. A
+    /// reader holding records compares them to this to learn which
+    /// changed (or went) since it read them.
+    pub fn app_revisions(&self) -> Result<BTreeMap<String, (Desired, i64)>> {
+        let rows = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached("SELECT id, desired, updated_at_ms FROM apps")?;
+            stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        rows.into_iter()
+            .map(|(id, desired, at)| {
+                let desired = desired
+                    .parse()
+                    .map_err(|e| StoreError::corrupt(format!("app {id}: {e}")))?;
+                Ok((id, (desired, at)))
+            })
+            .collect()
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, App)>> {
+        // The memo is only ever replaced whole entry by entry; a panic
+        // elsewhere cannot leave it inconsistent.
+        self.decoded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records what the user wants of an installed app. `NotFound` for an

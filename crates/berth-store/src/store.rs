@@ -1,11 +1,13 @@
 //! The SQLite connection and the settings table. The apps, journal and
 //! events tables have their own modules, each adding to `impl Store`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use berth_core::model::App;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Result, StoreError};
@@ -25,6 +27,10 @@ pub const KV_VALUE_MAX_BYTES: usize = 64 * 1024;
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Decoded manifests by app id, with the JSON they were decoded from:
+    /// a row whose JSON is unchanged is not decoded again (the daemon
+    /// reads every app on every tick).
+    pub(crate) decoded: Mutex<HashMap<String, (String, App)>>,
 }
 
 impl fmt::Debug for Store {
@@ -83,6 +89,7 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
             path,
+            decoded: Mutex::new(HashMap::new()),
         })
     }
 

@@ -188,3 +188,72 @@ fn store_is_shareable_between_threads() {
     assert_send_sync::<Store>();
     assert_send_sync::<StateDir>();
 }
+
+#[test]
+fn a_manifest_changed_by_another_connection_is_decoded_again() {
+    // The daemon's store keeps decoded manifests between reads; a write
+    // through another connection (another process) must still be seen.
+    let (_tmp, dir) = super::state_dir();
+    let daemon = dir.store().unwrap();
+    let other = dir.store().unwrap();
+    daemon.put_app(&record(bitcoind(), 1)).unwrap();
+    daemon.put_app(&record(electrs(), 1)).unwrap();
+    assert_eq!(daemon.list_apps().unwrap()[0].app.image, bitcoind().image);
+
+    let mut changed = bitcoind();
+    changed.image = "localhost/bitcoind:27".into();
+    other.put_app(&record(changed.clone(), 2)).unwrap();
+    let apps = daemon.list_apps().unwrap();
+    assert_eq!(apps[0].app, changed);
+    assert_eq!(daemon.get_app("bitcoind").unwrap().unwrap().app, changed);
+    assert_eq!(apps[1].app, electrs());
+}
+
+#[test]
+fn a_corrupt_manifest_is_an_error_even_after_a_good_read() {
+    let (_tmp, dir) = super::state_dir();
+    let store = dir.store().unwrap();
+    store.put_app(&record(bitcoind(), 1)).unwrap();
+    store.list_apps().unwrap();
+    store
+        .conn()
+        .execute("UPDATE apps SET app_json = '{' WHERE id = 'bitcoind'", [])
+        .unwrap();
+    let err = store.list_apps().unwrap_err();
+    assert!(
+        err.to_string().contains("stored manifest does not decode"),
+        "{err}"
+    );
+}
+
+#[test]
+fn app_revisions_change_with_each_write_and_the_memo_forgets_removed_ones() {
+    let (_tmp, dir) = super::state_dir();
+    let store = dir.store().unwrap();
+    assert!(store.app_revisions().unwrap().is_empty());
+    store.put_app(&record(bitcoind(), 1)).unwrap();
+    store.put_app(&record(electrs(), 1)).unwrap();
+    let before = store.app_revisions().unwrap();
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        ["bitcoind", "electrs"],
+        "every installed app"
+    );
+    assert_eq!(before["bitcoind"], (Desired::Running, 1));
+    store.set_desired("bitcoind", Desired::Stopped, 2).unwrap();
+    store.put_app(&record(electrs(), 3)).unwrap();
+    let after = store.app_revisions().unwrap();
+    assert_eq!(after["bitcoind"], (Desired::Stopped, 2));
+    assert_eq!(after["electrs"], (Desired::Running, 3));
+
+    store.list_apps().unwrap();
+    assert_eq!(store.decoded.lock().unwrap().len(), 2);
+    assert!(store.delete_app("electrs").unwrap());
+    assert_eq!(
+        store.app_revisions().unwrap().keys().collect::<Vec<_>>(),
+        ["bitcoind"]
+    );
+    store.list_apps().unwrap();
+    let memo = store.decoded.lock().unwrap();
+    assert_eq!(memo.keys().collect::<Vec<_>>(), ["bitcoind"]);
+}
