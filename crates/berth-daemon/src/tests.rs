@@ -70,6 +70,16 @@ async fn world(apps: &str, engine: Option<Arc<dyn Engine>>, fake: FakeEngine) ->
     }
 }
 
+/// Two independent apps `a` and `b` (containers `s-a`, `s-b`), installed.
+async fn apps_a_and_b() -> World {
+    world(
+        &format!("{}{}", app("a", ""), app("b", "")),
+        None,
+        FakeEngine::new(),
+    )
+    .await
+}
+
 fn app(id: &str, extra: &str) -> String {
     format!("[apps.{id}]\nimage = \"{IMAGE}\"\nstop_grace = \"5s\"\n{extra}\n")
 }
@@ -87,6 +97,23 @@ fn supervisor(
         Clock::at(1_000_000),
     );
     (sup, tx, rx)
+}
+
+/// The supervisor's loop in a task of its own, as the daemon runs it: send
+/// on the sender to shut it down; the task hands the supervisor back.
+fn run_loop(
+    mut sup: Supervisor,
+    rx: mpsc::Receiver<Event>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Supervisor>) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        sup.run(rx, async {
+            let _ = stop_rx.await;
+        })
+        .await;
+        sup
+    });
+    (stop_tx, task)
 }
 
 fn events(w: &World, app: &str) -> Vec<(String, String)> {
@@ -227,12 +254,7 @@ async fn a_crashed_app_is_restarted_with_backoff_then_quarantined_with_its_logs(
 /// leave the stopped app alone.
 #[tokio::test(start_paused = true)]
 async fn an_app_stopped_by_the_user_while_the_tick_lists_is_not_restarted() {
-    let w = world(
-        &format!("{}{}", app("a", ""), app("b", "")),
-        None,
-        FakeEngine::new(),
-    )
-    .await;
+    let w = apps_a_and_b().await;
     let (mut sup, _tx, _rx) = supervisor(&w, plan_tick);
     w.fake.set_exited("s-a", 1, false);
     w.fake.set_exited("s-b", 1, false);
@@ -339,12 +361,7 @@ async fn a_vanished_container_is_recreated_with_its_volume() {
 /// record, no event), and the other app is supervised as before.
 #[tokio::test(start_paused = true)]
 async fn an_app_uninstalled_while_the_tick_lists_is_not_brought_back() {
-    let w = world(
-        &format!("{}{}", app("a", ""), app("b", "")),
-        None,
-        FakeEngine::new(),
-    )
-    .await;
+    let w = apps_a_and_b().await;
     let (mut sup, _tx, _rx) = supervisor(&w, plan_tick);
     w.fake.remove_behind_back("s-a");
     w.fake.remove_behind_back("s-b");
@@ -378,22 +395,9 @@ async fn an_app_uninstalled_while_the_tick_lists_is_not_brought_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_user_stopped_app_is_never_started_and_an_owed_start_is_honoured() {
-    let w = world(
-        &format!("{}{}", app("a", ""), app("b", "")),
-        None,
-        FakeEngine::new(),
-    )
-    .await;
+    let w = apps_a_and_b().await;
     let (sup, tx, rx) = supervisor(&w, plan_tick);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut sup = sup;
-        sup.run(rx, async {
-            let _ = stop_rx.await;
-        })
-        .await;
-        sup
-    });
+    let (stop_tx, task) = run_loop(sup, rx);
     // The user stops `a` through the API: intent first, then the engine.
     let (reply_tx, reply_rx) = oneshot::channel();
     tx.send(Event::Request(
@@ -442,15 +446,7 @@ async fn an_unhealthy_app_is_restarted_with_an_owed_start_written_first() {
     let check = "[apps.a.health]\ncommand = [\"check\"]\ninterval = \"1s\"\nretries = 2\n";
     let w = world(&format!("{}{check}", app("a", "")), None, FakeEngine::new()).await;
     let (sup, _tx, rx) = supervisor(&w, plan_tick);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut sup = sup;
-        sup.run(rx, async {
-            let _ = stop_rx.await;
-        })
-        .await;
-        sup
-    });
+    let (stop_tx, task) = run_loop(sup, rx);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(w.fake.count_calls(CallKind::Stop), 0, "healthy: left alone");
     w.fake.set_exec_result(
@@ -613,15 +609,7 @@ async fn one_app_is_never_acted_on_twice_at_once() {
     let mut s = settings();
     s.tick = Duration::from_millis(500); // ticks far faster than a start
     let sup = Supervisor::new(w.ctx.clone(), s, always_start_a, tx.clone(), Clock::at(1));
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut sup = sup;
-        sup.run(rx, async {
-            let _ = stop_rx.await;
-        })
-        .await;
-        sup
-    });
+    let (stop_tx, task) = run_loop(sup, rx);
     // A user request on the same app while supervision acts on it waits
     // for the claim instead of running alongside.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -658,21 +646,9 @@ async fn one_app_is_never_acted_on_twice_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_never_touches_containers() {
-    let w = world(
-        &format!("{}{}", app("a", ""), app("b", "")),
-        None,
-        FakeEngine::new(),
-    )
-    .await;
+    let w = apps_a_and_b().await;
     let (sup, tx, rx) = supervisor(&w, plan_tick);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut sup = sup;
-        sup.run(rx, async {
-            let _ = stop_rx.await;
-        })
-        .await;
-    });
+    let (stop_tx, task) = run_loop(sup, rx);
     tokio::time::sleep(Duration::from_secs(90)).await;
     let _ = stop_tx.send(());
     task.await.unwrap();
@@ -721,15 +697,7 @@ async fn requests_are_answered_while_a_tick_waits_for_the_engine() {
     };
     let w = world(&app("a", ""), Some(Arc::new(slow)), fake).await;
     let (sup, tx, rx) = supervisor(&w, plan_tick);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut sup = sup;
-        sup.run(rx, async {
-            let _ = stop_rx.await;
-        })
-        .await;
-        sup
-    });
+    let (stop_tx, task) = run_loop(sup, rx);
     let status = || {
         let tx = tx.clone();
         async move {
@@ -767,14 +735,7 @@ async fn requests_are_answered_while_a_tick_waits_for_the_engine() {
 async fn reads_and_daemon_status_answer_through_the_loop() {
     let w = world(&app("a", ""), None, FakeEngine::new()).await;
     let (sup, tx, rx) = supervisor(&w, plan_tick);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut sup = sup;
-        sup.run(rx, async {
-            let _ = stop_rx.await;
-        })
-        .await;
-    });
+    let (stop_tx, task) = run_loop(sup, rx);
     let call = |c: RpcCall| {
         let tx = tx.clone();
         async move {
