@@ -105,4 +105,38 @@ mod tests {
         assert!(!stderr_is(&other));
         assert!(!stderr_is(&dir.path().join("absent")));
     }
+
+    /// Set in the child process the next test starts: the file to check.
+    const CHILD_ENV: &str = "BERTH_TEST_STDERR_IS";
+
+    #[test]
+    fn stderr_is_the_file_a_process_was_started_with_as_stderr() {
+        if let Some(path) = std::env::var_os(CHILD_ENV) {
+            // The child: this test binary again, stderr appended to the file,
+            // as `berth up` starts a detached daemon.
+            println!("stderr_is={}", stderr_is(Path::new(&path)));
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(DAEMON_LOG_FILE_NAME);
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "logfile::tests::stderr_is_the_file_a_process_was_started_with_as_stderr",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &log)
+            .stderr(stderr)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.contains("stderr_is=true"), "{stdout}");
+    }
 }
