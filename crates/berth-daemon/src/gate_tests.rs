@@ -389,14 +389,7 @@ async fn an_app_uninstalled_while_the_tick_lists_is_not_released_again() {
     }
     assert!(w.fake.container("s-a").is_none(), "a not installed again");
     assert!(w.fake.container("s-b").is_none(), "b not installed again");
-    let ids: Vec<String> = w
-        .ctx
-        .store()
-        .list_apps()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids: Vec<String> = w.ctx.store().app_revisions().unwrap().into_keys().collect();
     assert_eq!(ids, ["n"]);
     assert!(!w.ctx.store().gate_states().unwrap().contains_key("a"));
     assert_eq!(count(&w, "a", "released"), 0, "{:?}", events(&w, "a"));

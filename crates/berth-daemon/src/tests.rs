@@ -373,14 +373,7 @@ async fn an_app_uninstalled_while_the_tick_lists_is_not_brought_back() {
     sup.settle().await;
     assert!(w.fake.container("s-a").is_none(), "a not brought back");
     assert_eq!(status(&w, "s-b"), EngineStatus::Running, "b recreated");
-    let ids: Vec<String> = w
-        .ctx
-        .store()
-        .list_apps()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids: Vec<String> = w.ctx.store().app_revisions().unwrap().into_keys().collect();
     assert_eq!(ids, ["b"]);
     assert_eq!(
         events(&w, "a"),

@@ -1533,32 +1533,33 @@ mod stub_tests {
         assert_eq!(creates.lock().unwrap().len(), 3, "two 500s, then created");
     }
 
-    #[tokio::test]
-    async fn a_network_create_failing_every_time_gives_up_with_the_engine_message() {
+    /// A network create against a stub answering `statuses` in turn, which
+    /// must fail: the creates it received and the error's text.
+    async fn network_create_error(statuses: Vec<u16>) -> (usize, String) {
         let dir = tempfile::tempdir().unwrap();
-        let (socket, creates) = stub(dir.path(), vec![500, 500, 500, 500]);
+        let (socket, creates) = stub(dir.path(), statuses);
         let engine = ApiEngine::docker(&socket).await.unwrap();
         let err = engine
             .ensure_network("s", &BTreeMap::new())
             .await
             .unwrap_err()
             .to_string();
-        assert_eq!(creates.lock().unwrap().len(), 3, "{err}");
+        let n = creates.lock().unwrap().len();
+        (n, err)
+    }
+
+    #[tokio::test]
+    async fn a_network_create_failing_every_time_gives_up_with_the_engine_message() {
+        let (creates, err) = network_create_error(vec![500, 500, 500, 500]).await;
+        assert_eq!(creates, 3, "{err}");
         assert!(err.contains("no such network interface"), "{err}");
         assert!(err.contains("after 3 attempts"), "{err}");
     }
 
     #[tokio::test]
     async fn a_network_create_refused_with_a_client_error_is_not_tried_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let (socket, creates) = stub(dir.path(), vec![400]);
-        let engine = ApiEngine::docker(&socket).await.unwrap();
-        let err = engine
-            .ensure_network("s", &BTreeMap::new())
-            .await
-            .unwrap_err()
-            .to_string();
-        assert_eq!(creates.lock().unwrap().len(), 1, "{err}");
+        let (creates, err) = network_create_error(vec![400]).await;
+        assert_eq!(creates, 1, "{err}");
         assert!(err.contains("status 400"), "{err}");
     }
 }

@@ -17,8 +17,7 @@
 mod common;
 mod webdriver;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,57 +27,25 @@ use webdriver::{Driver, artifacts_dir};
 /// Generous bound on one wait for something the page must show.
 const WAIT: Duration = Duration::from_secs(90);
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
+/// The daemon (`common::Daemon`, tick 1 s) with its HTTP API on `listen`,
+/// once the API's address is written too.
+fn start_daemon_on(env: &Env, listen: &str) -> Daemon {
+    let d = Daemon::start(
+        env,
+        &[
+            ("BERTH_LISTEN", listen),
+            ("BERTH_TICK", "1s"),
+            ("BERTH_EVENT_DEBOUNCE", "100ms"),
+        ],
+    );
+    wait_for("the daemon's HTTP API", Duration::from_secs(30), || {
+        env.state_dir().join("api-address").exists()
+    });
+    d
 }
 
-impl Daemon {
-    fn start(env: &Env) -> Daemon {
-        Daemon::start_on(env, "127.0.0.1:0")
-    }
-
-    /// Start the daemon with its HTTP API on `listen`.
-    fn start_on(env: &Env, listen: &str) -> Daemon {
-        let log = env.dir.path().join(format!(
-            "daemon-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-        ));
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("--engine")
-            .arg(&env.engine)
-            .arg("--state-dir")
-            .arg(env.state_dir())
-            .arg("daemon")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .env("BERTH_LISTEN", listen)
-            .env("BERTH_TICK", "1s")
-            .env("BERTH_EVENT_DEBOUNCE", "100ms")
-            .env("BERTH_LOG", "info,berth_daemon=debug")
-            .spawn()
-            .expect("spawn berth daemon");
-        let d = Daemon { child, log };
-        wait_for("the daemon's HTTP API", Duration::from_secs(30), || {
-            env.state_dir().join("api-address").exists()
-        });
-        d
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_daemon(env: &Env) -> Daemon {
+    start_daemon_on(env, "127.0.0.1:0")
 }
 
 /// A file the daemon writes into the state directory (`api-address`,
@@ -172,7 +139,7 @@ fn dashboard_on(engine: &str) {
     let env = Env::new(engine, "ui");
     let port = free_port();
     env.write_stack(&stack(port));
-    let daemon = Daemon::start(&env);
+    let daemon = start_daemon(&env);
     let up = env.berth(&["up"]);
     assert!(
         up.status.success(),
@@ -494,9 +461,11 @@ fn runs_in_chromium_list_held_and_finished_runs_and_resolve_a_held_one() {
 
 fn runs_on(engine: &str) {
     let env = Env::new(engine, "runs");
-    let daemon = Daemon::start(&env);
+    let daemon = start_daemon(&env);
     let (code, done_id) = vet(&env, 1, true);
     assert_eq!(code, 0, "the vet with the engine stage passes");
+    // Not a readiness wait: each run must start in a millisecond of its
+    // own, so the runs list has a defined order.
     std::thread::sleep(Duration::from_millis(5));
     let (code, held_id) = vet(&env, 100_000, false);
     assert_eq!(code, 1, "a critical spec difference holds the vet");
@@ -777,7 +746,7 @@ fn the_page_falls_back_to_a_reload_when_the_live_stream_fails() {
     let env = Env::new(&engine, "ssefail");
     env.write_stack(&sleeper("app", ""));
     let listen = format!("127.0.0.1:{}", free_port());
-    let daemon = Daemon::start_on(&env, &listen);
+    let daemon = start_daemon_on(&env, &listen);
     let up = env.berth(&["up"]);
     assert!(up.status.success(), "{}\n{}", text(&up), daemon.log_text());
     let token = state_file(&env, "api-token");
@@ -816,7 +785,7 @@ fn the_page_falls_back_to_a_reload_when_the_live_stream_fails() {
     // A new daemon on the same address: the page's own reload reaches it
     // and, the session being gone, shows the login form.
     let _ = std::fs::remove_file(env.state_dir().join("api-address"));
-    let daemon = Daemon::start_on(&env, &listen);
+    let daemon = start_daemon_on(&env, &listen);
     d.wait_js(
         "the fallback reload to the login form",
         WAIT,
