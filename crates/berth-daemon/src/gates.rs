@@ -368,8 +368,10 @@ impl Gates {
             .filter(|a| actions.iter().any(|(x, _, _)| x.app() == a.as_str()))
             .cloned()
             .collect();
-        // Claims of apps without an action end here.
-        drop(claims);
+        // Claims of apps without an action end here, unused.
+        for c in claims.into_values() {
+            c.release_unused();
+        }
 
         let mut after = states;
         after.extend(to_store);

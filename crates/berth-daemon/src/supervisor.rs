@@ -90,14 +90,25 @@ pub type Planner = fn(&TickInput<'_>) -> TickPlan;
 pub struct Claims {
     held: BTreeMap<String, String>,
     wanted: BTreeMap<String, u32>,
+    /// When each app's last claim was released.
+    released: BTreeMap<String, Instant>,
 }
 
 impl Claims {
-    /// Apps supervision must not act on now.
-    fn busy(&self) -> BTreeSet<String> {
+    /// Apps supervision must not act on, for a tick that looked at the
+    /// engine from `observed_from` on: those claimed or waited for now,
+    /// and those whose claim was released since (an action or request
+    /// finished after the look, so what the tick saw of them is stale).
+    fn busy_since(&self, observed_from: Instant) -> BTreeSet<String> {
         self.held
             .keys()
             .chain(self.wanted.keys())
+            .chain(
+                self.released
+                    .iter()
+                    .filter(|(_, at)| **at >= observed_from)
+                    .map(|(a, _)| a),
+            )
             .cloned()
             .collect()
     }
@@ -110,13 +121,28 @@ pub type InFlight = Arc<Mutex<Claims>>;
 pub struct Claim {
     set: InFlight,
     apps: Vec<String>,
+    /// Whether its release is recorded (`Claims::busy_since`): false for
+    /// a claim let go unused, which did nothing to its apps.
+    acted: bool,
+}
+
+impl Claim {
+    /// Let go of a claim under which nothing was done: a tick that looked
+    /// at the engine before need not treat its apps as changed.
+    pub fn release_unused(mut self) {
+        self.acted = false;
+    }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut set = lock(&self.set);
+        let now = Instant::now();
         for a in &self.apps {
             set.held.remove(a);
+            if self.acted {
+                set.released.insert(a.clone(), now);
+            }
         }
     }
 }
@@ -154,6 +180,7 @@ pub fn try_claim(
         s.held.insert(a.clone(), what.to_string());
     }
     Ok(Claim {
+        acted: true,
         set: set.clone(),
         apps: apps.iter().cloned().collect(),
     })
@@ -423,6 +450,12 @@ impl Supervisor {
             spec_hashes: SpecHashes::default(),
             settings,
         }
+    }
+
+    /// The in-flight set, for tests that act beside the loop.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
     }
 
     /// Answer the chain probes of gate nodes with `f` instead of the
@@ -735,7 +768,7 @@ impl Supervisor {
         }
         // Chain gates first: their verdicts decide which apps supervision
         // must leave alone, and their actions claim the apps they act on.
-        let gate_wake = self.gate_tick(&stacks, &observed, now_ms);
+        let gate_wake = self.gate_tick(&stacks, &observed, now_ms, started);
         let gates = &self.gates;
         let apps: Vec<SupervisedApp<'_>> = stacks
             .values()
@@ -774,7 +807,7 @@ impl Supervisor {
         // planner is idempotent and sees them again.
         let now = Instant::now();
         self.cooling.retain(|_, until| *until > now);
-        let mut busy: BTreeSet<String> = lock(&self.in_flight).busy();
+        let mut busy: BTreeSet<String> = lock(&self.in_flight).busy_since(started);
         busy.extend(self.cooling.keys().cloned());
         // An app uninstalled, stopped or started by the user while the
         // engine was listed: nothing of the plan about it is kept (no
@@ -831,10 +864,11 @@ impl Supervisor {
         stacks: &crate::gates::Stacks,
         observed: &BTreeMap<String, berth_core::observed::ObservedContainer>,
         now_ms: u64,
+        observed_from: Instant,
     ) -> Option<u64> {
         let now = Instant::now();
         self.cooling.retain(|_, until| *until > now);
-        let mut busy: BTreeSet<String> = lock(&self.in_flight).busy();
+        let mut busy: BTreeSet<String> = lock(&self.in_flight).busy_since(observed_from);
         busy.extend(self.cooling.keys().cloned());
         let out = self
             .gates

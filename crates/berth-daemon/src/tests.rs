@@ -285,6 +285,45 @@ async fn an_app_stopped_by_the_user_while_the_tick_lists_is_not_restarted() {
     assert_eq!(status(&w, "s-a"), EngineStatus::Exited, "stays stopped");
 }
 
+/// An action that finishes while a tick lists the engine makes what the
+/// tick saw of its app stale (here: exited, though the action may have
+/// started it): the tick leaves the app alone, and the next tick, looking
+/// afresh, acts. Without this, one crash was restarted twice.
+#[tokio::test(start_paused = true)]
+async fn an_app_acted_on_while_the_tick_lists_is_left_to_the_next_tick() {
+    let w = apps_a_and_b().await;
+    let (mut sup, _tx, _rx) = supervisor(&w, plan_tick);
+    sup.tick().await;
+    sup.settle().await;
+    w.fake.set_exited("s-a", 3, false);
+    w.fake.set_exited("s-b", 3, false);
+    let in_flight = sup.in_flight();
+    w.fake.during_next_list(move || {
+        let apps = std::collections::BTreeSet::from(["a".to_string()]);
+        let claim = crate::supervisor::try_claim(&in_flight, &apps, "restart").unwrap();
+        drop(claim);
+    });
+    tokio::time::advance(Duration::from_secs(1)).await;
+    sup.tick().await;
+    sup.settle().await;
+    assert_eq!(
+        status(&w, "s-a"),
+        EngineStatus::Exited,
+        "left to the next tick"
+    );
+    assert_eq!(status(&w, "s-b"), EngineStatus::Running, "b restarted");
+    assert!(!events(&w, "a").iter().any(|(k, _)| k == "restarted"));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    sup.tick().await;
+    sup.settle().await;
+    assert_eq!(status(&w, "s-a"), EngineStatus::Running, "restarted now");
+    let restarts = events(&w, "a")
+        .iter()
+        .filter(|(k, _)| k == "restarted")
+        .count();
+    assert_eq!(restarts, 1);
+}
+
 /// Spec hashes the recording planner saw, by app.
 static SEEN_HASHES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
