@@ -7,7 +7,7 @@ CARGO ?= cargo
 BERTH_TEST_ENGINES ?= podman,docker
 export BERTH_TEST_ENGINES
 
-.PHONY: help setup images build demo test lint bench bench-api
+.PHONY: help setup images build demo test lint bench bench-api api-fuzz
 
 help:
 	@echo "make setup   install packages, start dockerd + local registry (scripts/setup.sh)"
@@ -18,7 +18,9 @@ help:
 	@echo "             (keeps the vet/verify HTML+JSON reports in target/test-artifacts/)"
 	@echo "make lint    rustfmt check + clippy -D warnings"
 	@echo "make bench   cargo run --release -p xtask -- bench"
+	@echo "make api-fuzz   schemathesis against the daemon's own OpenAPI document + a JSON-RPC fuzz (scripts/api-fuzz.sh)"
 	@echo "make bench-api  the HTTP API benchmark (GET /api/state with 50 apps under wrk, SSE fan-out to 100 clients)"
+	@echo "make fuzz    every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each (60; nightly), results in fuzz/RESULTS.md"
 
 setup:
 	bash scripts/setup.sh
@@ -60,3 +62,17 @@ bench:
 
 bench-api:
 	$(CARGO) run --release -p xtask -- bench-api
+
+# Coverage-guided fuzzing (fuzz/, cargo-fuzz on the nightly toolchain):
+# every target for FUZZ_SECONDS, one at a time; FUZZ_TARGETS picks some.
+# Not part of `make test`: it needs nightly and runs for minutes.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+.PHONY: fuzz
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh $(FUZZ_TARGETS)
+
+# Property-based fuzzing of the HTTP API and JSON-RPC on loopback
+# (schemathesis and hypothesis in a venv under target/api-fuzz/).
+api-fuzz:
+	bash scripts/api-fuzz.sh

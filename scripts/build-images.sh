@@ -164,4 +164,7 @@ if [ "$want" = docker ] || [ "$want" = all ]; then
         build_for docker
     fi
 fi
+# The real-monerod image (Debian's monerod, for the chain-daemon tests) is
+# its own script: it shares nothing with the demo image but the engines.
+"$ROOT/scripts/build-monerod-image.sh" "$want" || rc=$?
 exit "$rc"

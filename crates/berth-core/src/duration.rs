@@ -2,14 +2,28 @@
 
 use std::time::Duration;
 
+/// Longest duration any manifest field may hold: 30 days. Each field has a
+/// tighter bound of its own (see `manifest`); this one keeps parsing itself
+/// free of overflow, whatever the digits say.
+pub const DURATION_S_MAX: u64 = 30 * 24 * 3600;
+
 /// Parse a human duration. Units: `ms`, `s`, `m`, `h`; components may be
 /// chained (`1m30s`). A bare number is rejected: the unit is never guessed.
+/// A duration longer than [`DURATION_S_MAX`] is rejected, and no
+/// arithmetic here can overflow (every step is checked).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    let mut total = Duration::ZERO;
+    let max_ms = DURATION_S_MAX * 1000;
+    let too_long = || {
+        format!(
+            "bad duration {text:?}: longer than the maximum of {}",
+            format_duration(Duration::from_secs(DURATION_S_MAX))
+        )
+    };
+    let mut total_ms: u64 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
@@ -18,18 +32,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 "bad duration {text:?}: expected a number, e.g. \"30s\""
             ));
         }
-        let value: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("bad duration {text:?}: number too large"))?;
+        let number = &rest[..digits];
         rest = &rest[digits..];
         let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
+        let unit_ms: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             "" => {
                 return Err(format!(
                     "bad duration {text:?}: missing unit (use ms, s, m or h)"
@@ -41,9 +53,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        total = total.saturating_add(part);
+        // Too many digits for a u64 is too long as well.
+        let value: u64 = number.parse().map_err(|_| too_long())?;
+        total_ms = value
+            .checked_mul(unit_ms)
+            .and_then(|part| total_ms.checked_add(part))
+            .filter(|total| *total <= max_ms)
+            .ok_or_else(too_long)?;
     }
-    Ok(total)
+    Ok(Duration::from_millis(total_ms))
 }
 
 /// Render a duration the way users write it (`90s` → `1m30s`).
@@ -83,6 +101,32 @@ mod tests {
         for bad in ["", "30", "s", "10x", "ten seconds", "-5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn huge_durations_are_refused_without_overflow() {
+        for huge in [
+            "18446744073709551615h",
+            "18446744073709551616ms",
+            "99999999999999999999999s",
+            "720h1ms",
+            "30000000m",
+            "720h720h",
+        ] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(
+                err.contains("longer than the maximum of 720h"),
+                "{huge}: {err}"
+            );
+        }
+        assert_eq!(
+            parse_duration("720h"),
+            Ok(Duration::from_secs(DURATION_S_MAX))
+        );
+        assert_eq!(
+            parse_duration("719h59m59s1000ms"),
+            Ok(Duration::from_secs(DURATION_S_MAX))
+        );
     }
 
     #[test]

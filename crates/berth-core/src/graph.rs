@@ -81,6 +81,62 @@ pub fn find_cycle(stack: &Stack) -> Option<Vec<String>> {
     None
 }
 
+/// One cycle for every strongly connected component of the dependency
+/// graph that has one (a self-dependency included), so two separate
+/// cycles are both reported. Each cycle is the path that closes it, as
+/// [`find_cycle`] returns it, found inside its component alone; the cycles
+/// are in the order of their components' smallest ids.
+pub fn cycles(stack: &Stack) -> Vec<Vec<String>> {
+    let ids: Vec<&str> = stack.apps.keys().map(String::as_str).collect();
+    let reach: BTreeMap<&str, BTreeSet<&str>> =
+        ids.iter().map(|id| (*id, reachable(stack, id))).collect();
+    let mut assigned: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::new();
+    for id in &ids {
+        if assigned.contains(id) {
+            continue;
+        }
+        // The component of `id`: the apps it reaches that reach it back.
+        let component: BTreeSet<&str> = reach[id]
+            .iter()
+            .copied()
+            .filter(|other| reach[other].contains(id))
+            .collect();
+        assigned.extend(component.iter().copied());
+        if component.is_empty() {
+            continue;
+        }
+        let mut sub = Stack {
+            name: stack.name.clone(),
+            settings: stack.settings.clone(),
+            apps: BTreeMap::new(),
+        };
+        for member in &component {
+            let mut app = stack.apps[*member].clone();
+            app.depends_on
+                .retain(|dep, _| component.contains(dep.as_str()));
+            sub.apps.insert(member.to_string(), app);
+        }
+        if let Some(cycle) = find_cycle(&sub) {
+            out.push(cycle);
+        }
+    }
+    out
+}
+
+/// The apps `id` reaches through one or more dependency edges (itself only
+/// when it is on a cycle).
+fn reachable<'s>(stack: &'s Stack, id: &str) -> BTreeSet<&'s str> {
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut todo: Vec<&str> = deps(stack, id).collect();
+    while let Some(next) = todo.pop() {
+        if seen.insert(next) {
+            todo.extend(deps(stack, next));
+        }
+    }
+    seen
+}
+
 /// The effective tier of every app: `max(app.tier.unwrap_or(0), 1 + the
 /// highest tier among its dependencies)`. An app starts only after every
 /// app of a lower tier.
@@ -255,6 +311,28 @@ mod tests {
 
     fn set(ids: &[&str]) -> BTreeSet<String> {
         ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn cycles_reports_one_cycle_per_component() {
+        let s = stack(vec![
+            app("a", &["b"]),
+            app("b", &["a"]),
+            app("c", &["d"]),
+            app("d", &["e"]),
+            app("e", &["c"]),
+            app("f", &["f"]),
+            app("g", &["a"]),
+        ]);
+        assert_eq!(
+            cycles(&s),
+            vec![
+                vec!["a".to_string(), "b".into(), "a".into()],
+                vec!["c".to_string(), "d".into(), "e".into(), "c".into()],
+                vec!["f".to_string(), "f".into()],
+            ]
+        );
+        assert!(cycles(&node_box()).is_empty());
     }
 
     /// bitcoind <- electrs <- mempool, bitcoind <- lnd, bitcoind-ui companion.

@@ -15,4 +15,5 @@ pub mod plan;
 pub mod progress;
 pub mod spec;
 pub mod supervise;
+pub mod text;
 pub mod validate;

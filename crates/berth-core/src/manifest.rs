@@ -71,6 +71,45 @@ pub const STANDALONE_STACK_NAME: &str = "berth";
 /// Highest `retries` of a health check.
 pub const HEALTH_RETRIES_MAX: u32 = 100;
 
+// The bounds of every duration in a manifest, checked at load (see
+// docs/manifest.md). Each maximum keeps the sums and products the shell
+// makes of these values (timeouts of engine calls, deadlines) far from
+// overflow, and each minimum keeps a loop from spinning.
+
+/// Longest `stop_grace`: the engine waits this long before it kills.
+pub const STOP_GRACE_S_MAX: u64 = 3600;
+/// Shortest and longest `stack.start_timeout`.
+pub const START_TIMEOUT_MS_MIN: u64 = 1000;
+pub const START_TIMEOUT_S_MAX: u64 = 24 * 3600;
+/// Longest `stack.settle` (and never longer than `start_timeout`).
+pub const SETTLE_S_MAX: u64 = 600;
+/// Shortest and longest health-check `interval`.
+pub const HEALTH_INTERVAL_MS_MIN: u64 = 100;
+pub const HEALTH_INTERVAL_S_MAX: u64 = 3600;
+/// Shortest and longest health-check `timeout`.
+pub const HEALTH_TIMEOUT_MS_MIN: u64 = 100;
+pub const HEALTH_TIMEOUT_S_MAX: u64 = 600;
+/// Longest health-check `start_period`.
+pub const HEALTH_START_PERIOD_S_MAX: u64 = 24 * 3600;
+/// Longest progress `within` (the shortest is just over the interval).
+pub const PROGRESS_WITHIN_S_MAX: u64 = 7 * 24 * 3600;
+/// Shortest and longest probe `interval`.
+pub const PROBE_INTERVAL_MS_MIN: u64 = 100;
+pub const PROBE_INTERVAL_S_MAX: u64 = 3600;
+/// Shortest and longest probe `timeout`.
+pub const PROBE_TIMEOUT_MS_MIN: u64 = 100;
+pub const PROBE_TIMEOUT_S_MAX: u64 = 600;
+/// Shortest and longest probe `down_after` and `recovery_after`.
+pub const PROBE_AFTER_MS_MIN: u64 = 1;
+pub const PROBE_AFTER_S_MAX: u64 = 24 * 3600;
+
+/// Bounds of one duration key: `(min, max)`.
+type Bounds = (Duration, Duration);
+
+const fn bounds_ms_s(min_ms: u64, max_s: u64) -> Bounds {
+    (Duration::from_millis(min_ms), Duration::from_secs(max_s))
+}
+
 const STACK_FILE_KEYS: &[&str] = &["stack", "apps"];
 const STACK_KEYS: &[&str] = &["name", "network", "max_parallel", "start_timeout", "settle"];
 /// Keys of an app, in the order the manifest reference lists them.
@@ -161,8 +200,13 @@ pub struct Diagnostic {
 }
 
 impl fmt::Display for Diagnostic {
+    /// `file:line:column: key: message`. Every part comes from user input
+    /// (a file name, a key, a value quoted in the message), so control
+    /// characters are escaped here once more: a diagnostic is always one
+    /// line that cannot repaint the terminal or forge a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
+        use crate::text::escape_control;
+        f.write_str(&escape_control(&self.file))?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
             if let Some(column) = self.column {
@@ -171,9 +215,9 @@ impl fmt::Display for Diagnostic {
         }
         f.write_str(": ")?;
         if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
+            write!(f, "{}: ", escape_control(&self.key))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&escape_control(&self.message))
     }
 }
 
@@ -247,6 +291,37 @@ pub fn parse_app_file(file: &str, text: &str) -> Result<Stack, Diagnostics> {
     finish(stack, out)
 }
 
+/// Whether `text` is a stack file (it has a top-level `stack` or `apps`
+/// key) rather than a standalone app file. Decided by parsing the TOML, so
+/// every spelling counts: `[stack]`, `[ stack ]`, `["stack"]`, a header
+/// with a trailing comment, dotted keys (`stack.name = ...`) and inline
+/// tables (`stack = { name = ... }`). Text that is not valid TOML counts as
+/// a stack file; either parser reports the same syntax error for it.
+pub fn is_stack_text(text: &str) -> bool {
+    match DeTable::parse(text) {
+        Ok(doc) => {
+            let doc = doc.into_inner();
+            doc.contains_key("stack") || doc.contains_key("apps")
+        }
+        Err(_) => true,
+    }
+}
+
+/// Parse a stack file or a standalone app file, telling them apart with
+/// [`is_stack_text`].
+#[allow(clippy::type_complexity)]
+pub fn parse_manifest(
+    file: &str,
+    text: &str,
+    read_include: &dyn Fn(&str) -> Result<(String, String), String>,
+) -> Result<Stack, Diagnostics> {
+    if is_stack_text(text) {
+        parse_stack(file, text, read_include)
+    } else {
+        parse_app_file(file, text)
+    }
+}
+
 fn finish(stack: Stack, mut out: Out) -> Result<Stack, Diagnostics> {
     let cross = validate::validate_stack(&stack, &out.map);
     out.diags.extend(cross);
@@ -276,10 +351,16 @@ struct Src<'t> {
 
 impl<'t> Src<'t> {
     fn new(name: &str, text: &'t str) -> Self {
-        let mut line_starts = vec![0];
+        // A UTF-8 byte-order mark is not a column: line 1 starts after it.
+        let first = if text.starts_with('\u{feff}') {
+            '\u{feff}'.len_utf8()
+        } else {
+            0
+        };
+        let mut line_starts = vec![first];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         Src {
-            name: name.to_string(),
+            name: crate::text::escape_control(name).into_owned(),
             text,
             line_starts,
         }
@@ -299,9 +380,9 @@ impl<'t> Src<'t> {
             Err(i) => i.saturating_sub(1),
         };
         let start = self.line_starts.get(line).copied().unwrap_or(0);
-        let column = match self.text.get(start..offset) {
+        let column = match self.text.get(start.min(offset)..offset) {
             Some(prefix) => prefix.chars().count(),
-            None => offset - start,
+            None => offset.saturating_sub(start),
         };
         Location {
             file: self.name.clone(),
@@ -339,8 +420,8 @@ impl Out {
     fn new(file: &str) -> Self {
         Out {
             diags: Vec::new(),
-            map: SourceMap::new(file),
-            files: vec![file.to_string()],
+            map: SourceMap::new(&crate::text::escape_control(file)),
+            files: vec![crate::text::escape_control(file).into_owned()],
         }
     }
 
@@ -379,7 +460,10 @@ fn parse_document<'t>(src: &Src<'t>, out: &mut Out) -> Option<Spanned<DeTable<'t
     match DeTable::parse(src.text) {
         Ok(doc) => Some(doc),
         Err(e) => {
-            let location = src.location(e.span().as_ref());
+            // The parser reports its key-depth limit without a span; point
+            // at the line whose key is that deep.
+            let span = e.span().or_else(|| deep_key_span(src.text));
+            let location = src.location(span.as_ref());
             out.diags.push(Diagnostic {
                 file: location.file,
                 line: location.line,
@@ -390,6 +474,45 @@ fn parse_document<'t>(src: &Src<'t>, out: &mut Out) -> Option<Spanned<DeTable<'t
             None
         }
     }
+}
+
+/// How many components before its last a key may have before the TOML
+/// parser gives up on it ("recursion limit", toml's `LIMIT`), counted per
+/// key: a table header or a dotted key.
+const TOML_KEY_DEPTH_MAX: usize = 80;
+
+/// The span of the first header or dotted key with more components than the
+/// parser takes, for the parser's recursion error that comes without a span.
+fn deep_key_span(text: &str) -> Option<Range<usize>> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if key_components(trimmed.trim_start_matches('[')) > TOML_KEY_DEPTH_MAX {
+            return Some(start + indent..start + line.trim_end().len());
+        }
+    }
+    None
+}
+
+/// The number of components of the key at the start of `s` (up to the
+/// first unquoted '=' or ']'), counting unquoted '.' separators.
+fn key_components(s: &str) -> usize {
+    let mut count = 1;
+    let mut quote: Option<char> = None;
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '.') => count += 1,
+            (None, '=' | ']' | '#') => break,
+            _ => {}
+        }
+    }
+    count
 }
 
 fn syntax_message(src: &Src<'_>, e: &toml::de::Error) -> String {
@@ -530,7 +653,8 @@ impl Walk<'_, '_> {
             Some(key.span()),
             &join_path(path, name),
             format!(
-                "unknown key `{name}`, expected one of: {}",
+                "unknown key `{}`, expected one of: {}",
+                crate::text::escape_control(name),
                 allowed.join(", ")
             ),
         );
@@ -556,9 +680,17 @@ impl Walk<'_, '_> {
         }
     }
 
+    /// A string value. Every string of a manifest reaches the engine or a
+    /// process in some form, so none may hold a NUL or a control character
+    /// other than tab and newline (multi-line scripts and values need
+    /// those); names and paths are held to single-line rules by their own
+    /// checks.
     fn string(&mut self, v: &Value<'_>, path: &str) -> Option<String> {
         match v.get_ref() {
-            DeValue::String(s) => Some(s.to_string()),
+            DeValue::String(s) => {
+                self.checked(v, path, validate::check_process_text("value", s))?;
+                Some(s.to_string())
+            }
             _ => {
                 self.type_error(v, path, "a string");
                 None
@@ -644,17 +776,31 @@ impl Walk<'_, '_> {
         Some(out)
     }
 
-    fn duration(&mut self, v: &Value<'_>, path: &str, allow_zero: bool) -> Option<Duration> {
+    /// A duration within `bounds` (inclusive).
+    fn duration(&mut self, v: &Value<'_>, path: &str, bounds: Bounds) -> Option<Duration> {
         let DeValue::String(s) = v.get_ref() else {
             self.type_error(v, path, "a duration string such as \"30s\"");
             return None;
         };
         let d = self.checked(v, path, parse_duration(s))?;
-        if d.is_zero() && !allow_zero {
+        let (min, max) = bounds;
+        if d.is_zero() && !min.is_zero() {
             self.error(
                 Some(v.span()),
                 path,
                 format!("duration {s:?} must be greater than zero"),
+            );
+            return None;
+        }
+        if d < min || d > max {
+            self.error(
+                Some(v.span()),
+                path,
+                format!(
+                    "duration {s:?} is out of range {}-{}",
+                    format_duration(min),
+                    format_duration(max)
+                ),
             );
             return None;
         }
@@ -702,7 +848,23 @@ impl Walk<'_, '_> {
                     self.checked(v, "stack.network", verdict)
                 })
                 .unwrap_or_default(),
-            None => header.name.clone(),
+            None => {
+                // The network defaults to the stack's name, so that name
+                // must not be one the engine reserves either.
+                if let Some(v) = t.get("name")
+                    && validate::check_stack_name(&header.name).is_ok()
+                    && let Err(message) = validate::check_network_name(&header.name)
+                {
+                    self.error(
+                        Some(v.span()),
+                        "stack.name",
+                        format!(
+                            "{message} (the network defaults to the stack name: set `network`)"
+                        ),
+                    );
+                }
+                header.name.clone()
+            }
         };
         if let Some(v) = t.get("max_parallel")
             && let Some(n) = self.integer_in(
@@ -716,12 +878,16 @@ impl Walk<'_, '_> {
             header.settings.max_parallel = n as usize;
         }
         if let Some(v) = t.get("start_timeout")
-            && let Some(d) = self.duration(v, "stack.start_timeout", false)
+            && let Some(d) = self.duration(
+                v,
+                "stack.start_timeout",
+                bounds_ms_s(START_TIMEOUT_MS_MIN, START_TIMEOUT_S_MAX),
+            )
         {
             header.settings.start_timeout = d;
         }
         if let Some(v) = t.get("settle")
-            && let Some(d) = self.duration(v, "stack.settle", true)
+            && let Some(d) = self.duration(v, "stack.settle", bounds_ms_s(0, SETTLE_S_MAX))
         {
             if d > header.settings.start_timeout {
                 self.error(
@@ -785,7 +951,8 @@ impl Walk<'_, '_> {
                     Some(key.span()),
                     &join_path(path, name),
                     format!(
-                        "`{name}` cannot be combined with `manifest`: app {id:?} is defined in {shown:?}"
+                        "`{}` cannot be combined with `manifest`: app {id:?} is defined in {shown:?}",
+                        crate::text::escape_control(name)
                     ),
                 );
             }
@@ -815,6 +982,7 @@ impl Walk<'_, '_> {
                 return;
             }
         };
+        let name = crate::text::escape_control(&name).into_owned();
         if !self.out.files.contains(&name) {
             self.out.files.push(name.clone());
         }
@@ -972,7 +1140,7 @@ impl Walk<'_, '_> {
             }
         }
         if let Some(v) = t.get("stop_grace")
-            && let Some(d) = self.duration(v, &p("stop_grace"), true)
+            && let Some(d) = self.duration(v, &p("stop_grace"), bounds_ms_s(0, STOP_GRACE_S_MAX))
         {
             app.stop_grace = d;
         }
@@ -1121,27 +1289,22 @@ impl Walk<'_, '_> {
             let Some(mount) = self.string(v, &key_path) else {
                 continue;
             };
-            if self
-                .checked(v, &key_path, validate::check_volume_path(&mount))
-                .is_none()
-            {
+            let Some(normal) = self.checked(v, &key_path, validate::normalize_volume_path(&mount))
+            else {
                 continue;
-            }
-            let normal = mount.trim_end_matches('/');
-            if let Some(other) = volumes
-                .iter()
-                .find(|m| m.path.trim_end_matches('/') == normal)
-            {
+            };
+            if let Some(other) = volumes.iter().find(|m| m.path == normal) {
                 let message = format!(
-                    "volumes {:?} and {name:?} are both mounted at {mount:?}",
+                    "volumes {:?} and {name:?} are both mounted at {normal:?}",
                     other.name
                 );
                 self.error(Some(v.span()), &key_path, message);
                 continue;
             }
+            self.record(&key_path, k.span());
             volumes.push(VolumeMount {
                 name: name.to_string(),
-                path: mount,
+                path: normal,
             });
         }
         volumes
@@ -1227,6 +1390,11 @@ impl Walk<'_, '_> {
                 self.error(Some(k.span()), &key_path, message);
             }
             if let Some(value) = self.string(v, &key_path) {
+                self.checked(
+                    v,
+                    &key_path,
+                    validate::check_single_line("label value", &value),
+                );
                 labels.insert(name.to_string(), value);
             }
         }
@@ -1367,12 +1535,20 @@ impl Walk<'_, '_> {
             progress: None,
         };
         if let Some(v) = t.get("interval")
-            && let Some(d) = self.duration(v, &p("interval"), false)
+            && let Some(d) = self.duration(
+                v,
+                &p("interval"),
+                bounds_ms_s(HEALTH_INTERVAL_MS_MIN, HEALTH_INTERVAL_S_MAX),
+            )
         {
             check.interval = d;
         }
         if let Some(v) = t.get("timeout")
-            && let Some(d) = self.duration(v, &p("timeout"), false)
+            && let Some(d) = self.duration(
+                v,
+                &p("timeout"),
+                bounds_ms_s(HEALTH_TIMEOUT_MS_MIN, HEALTH_TIMEOUT_S_MAX),
+            )
         {
             check.timeout = d;
         }
@@ -1383,7 +1559,11 @@ impl Walk<'_, '_> {
             check.retries = n as u32;
         }
         if let Some(v) = t.get("start_period")
-            && let Some(d) = self.duration(v, &p("start_period"), true)
+            && let Some(d) = self.duration(
+                v,
+                &p("start_period"),
+                bounds_ms_s(0, HEALTH_START_PERIOD_S_MAX),
+            )
         {
             check.start_period = d;
         }
@@ -1445,7 +1625,7 @@ impl Walk<'_, '_> {
 
         let within = match t.get("within") {
             Some(v) => {
-                let within = self.duration(v, &p("within"), false);
+                let within = self.duration(v, &p("within"), bounds_ms_s(1, PROGRESS_WITHIN_S_MAX));
                 if let Some(w) = within
                     && !interval_invalid
                     && w <= interval
@@ -1678,15 +1858,26 @@ impl Walk<'_, '_> {
         } else {
             "/".to_string()
         };
-        let duration = |this: &mut Self, key: &str, default_s: u64| {
+        let duration = |this: &mut Self, key: &str, default_s: u64, bounds: Bounds| {
             t.get(key)
-                .and_then(|v| this.duration(v, &p(key), false))
+                .and_then(|v| this.duration(v, &p(key), bounds))
                 .unwrap_or(Duration::from_secs(default_s))
         };
-        let interval = duration(self, "interval", PROBE_INTERVAL_S_DEFAULT);
-        let timeout = duration(self, "timeout", PROBE_TIMEOUT_S_DEFAULT);
-        let down_after = duration(self, "down_after", DOWN_AFTER_S_DEFAULT);
-        let recovery_after = duration(self, "recovery_after", RECOVERY_AFTER_S_DEFAULT);
+        let interval = duration(
+            self,
+            "interval",
+            PROBE_INTERVAL_S_DEFAULT,
+            bounds_ms_s(PROBE_INTERVAL_MS_MIN, PROBE_INTERVAL_S_MAX),
+        );
+        let timeout = duration(
+            self,
+            "timeout",
+            PROBE_TIMEOUT_S_DEFAULT,
+            bounds_ms_s(PROBE_TIMEOUT_MS_MIN, PROBE_TIMEOUT_S_MAX),
+        );
+        let after = bounds_ms_s(PROBE_AFTER_MS_MIN, PROBE_AFTER_S_MAX);
+        let down_after = duration(self, "down_after", DOWN_AFTER_S_DEFAULT, after);
+        let recovery_after = duration(self, "recovery_after", RECOVERY_AFTER_S_DEFAULT, after);
 
         // A probe with a usable kind and port is kept even when another of
         // its values is wrong (the stack does not load either way), so the
@@ -2056,9 +2247,9 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
     #[test]
     fn memory_accepts_bytes_and_suffixes_and_capabilities_lose_their_prefix() {
         let stack = load(&format!(
-            "{HEAD}[apps.a]\nimage = \"i\"\nmemory = 1048576\ncap_add = [\"CAP_NET_ADMIN\"]\n[apps.b]\nimage = \"i\"\nmemory = \"2g\"\n"
+            "{HEAD}[apps.a]\nimage = \"i\"\nmemory = 8388608\ncap_add = [\"CAP_NET_ADMIN\"]\n[apps.b]\nimage = \"i\"\nmemory = \"2g\"\n"
         ));
-        assert_eq!(stack.apps["a"].memory_bytes, Some(1 << 20));
+        assert_eq!(stack.apps["a"].memory_bytes, Some(8 << 20));
         assert_eq!(stack.apps["a"].cap_add, vec!["NET_ADMIN".to_string()]);
         assert_eq!(stack.apps["b"].memory_bytes, Some(2 << 30));
     }
@@ -2643,7 +2834,7 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
         assert_eq!(
             errs("id = \"Lnd\"\nimage = \"i\"\n"),
             [
-                "lnd.toml:1:6: id: invalid app id \"Lnd\": use 1 to 31 characters, a lowercase letter followed by lowercase letters, digits or '-'"
+                "lnd.toml:1:6: id: invalid app id \"Lnd\": use 1 to 31 characters, a lowercase letter followed by lowercase letters, digits or '-', not ending with '-'"
             ]
         );
         assert_eq!(
@@ -2848,7 +3039,7 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
         (
             any::<bool>(),
             prop::collection::btree_map(
-                prop::sample::select(&["a", "b", "c", "a-b", "B"][..]),
+                prop::sample::select(&["a", "b", "c", "a-b", "B", "a-"][..]),
                 app,
                 0..5,
             ),
@@ -2877,11 +3068,97 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
             })
     }
 
+    #[test]
+    fn every_toml_spelling_of_the_stack_table_is_a_stack_file() {
+        for text in [
+            "[stack]\nname = \"x\"\n",
+            "[ stack ]\nname = \"x\"\n",
+            "[\"stack\"]\nname = \"x\"\n",
+            "['stack']\nname = \"x\"\n",
+            "[stack] # the stack\nname = \"x\"\n",
+            "stack.name = \"x\"\n",
+            "stack = { name = \"x\" }\n",
+            "\"stack\".name = \"x\"\n",
+        ] {
+            assert!(is_stack_text(text), "{text:?}");
+            let stack = parse_manifest("berth.toml", text, &includes)
+                .unwrap_or_else(|d| panic!("{text:?}: {d}"));
+            assert_eq!(stack.name, "x");
+        }
+        for text in [
+            "id = \"a\"\nimage = \"i\"\n",
+            "id = \"a\"\nimage = \"i\"\ncommand = [\"[stack]\"]\n",
+            "id = \"a\"\nimage = \"i\"\n# [stack]\n",
+            "id = \"a\"\nimage = \"i\"\nlabels = { stack = \"x\" }\n",
+        ] {
+            assert!(!is_stack_text(text), "{text:?}");
+            let stack = parse_manifest("app.toml", text, &includes)
+                .unwrap_or_else(|d| panic!("{text:?}: {d}"));
+            assert_eq!(stack.name, STANDALONE_STACK_NAME);
+        }
+    }
+
+    #[test]
+    fn column_after_a_byte_order_mark_counts_from_the_first_character() {
+        let text = "\u{feff}stack.name = \"Bad\"\n";
+        assert_eq!(
+            errors(text),
+            [
+                "berth.toml:1:14: stack.name: invalid stack name \"Bad\": use 1 to 31 characters, a lowercase letter followed by lowercase letters, digits or '-', not ending with '-'"
+            ]
+        );
+    }
+
+    #[test]
+    fn recursion_limit_of_a_deep_dotted_key_is_located() {
+        let deep = vec!["a"; 100].join(".");
+        let text = format!("{HEAD}\n{deep} = 1\n");
+        let diags = parse_stack("berth.toml", &text, &includes).unwrap_err();
+        assert_eq!(diags.0.len(), 1, "{diags}");
+        let d = &diags.0[0];
+        assert_eq!((d.line, d.column), (Some(4), Some(1)), "{d}");
+        // The same for a deep table header, indented.
+        let text = format!("{HEAD}  [{deep}]\n");
+        let d = &parse_stack("berth.toml", &text, &includes).unwrap_err().0[0];
+        assert_eq!((d.line, d.column), (Some(3), Some(3)), "{d}");
+        // A key of exactly the depth the parser takes is parsed (and judged).
+        let most = vec!["a"; TOML_KEY_DEPTH_MAX].join(".");
+        let d = &parse_stack("berth.toml", &format!("{HEAD}{most} = 1\n"), &includes)
+            .unwrap_err()
+            .0[0];
+        assert!(d.message.starts_with("unknown key `a`"), "{d}");
+    }
+
+    #[test]
+    fn control_characters_in_file_names_and_keys_are_escaped_in_messages() {
+        let text = "[stack]\nname = \"s\"\n\"bad\\u0000key\" = 1\n";
+        let diags = parse_stack("evil\0\u{1b}[2J.toml", text, &includes).unwrap_err();
+        let shown = diags.to_string();
+        assert!(
+            !shown.contains('\0') && !shown.contains('\u{1b}'),
+            "{shown:?}"
+        );
+        assert!(shown.starts_with("evil\\0\\u{1b}[2J.toml:3:1: "), "{shown}");
+        assert!(shown.contains("unknown key `bad\\0key`"), "{shown}");
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
             let _ = parse_stack("berth.toml", &text, &includes);
             let _ = parse_app_file("app.toml", &text);
+        }
+
+        #[test]
+        fn diagnostics_are_one_line_each_whatever_the_input(
+            text in "[\\[\\]a-z_.=\"{}, \n0-9\\\\u]{0,200}",
+        ) {
+            if let Err(diags) = parse_manifest("berth.toml", &text, &includes) {
+                for d in &diags.0 {
+                    let shown = d.to_string();
+                    prop_assert!(!shown.chars().any(char::is_control), "{shown:?}");
+                }
+            }
         }
 
         #[test]
@@ -2899,6 +3176,19 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
             if let Ok(stack) = parse_stack("berth.toml", &text, &read) {
                 // Whatever loads is a valid stack: the graph functions work.
                 prop_assert!(crate::graph::find_cycle(&stack).is_none());
+                // ...and it obeys the value rules: DNS-label ids, image
+                // references, bounded durations, no NUL anywhere.
+                for app in stack.apps.values() {
+                    prop_assert!(validate::is_dns_label(&app.id), "{}", app.id);
+                    prop_assert!(validate::parse_image(&app.image).is_ok(), "{}", app.image);
+                    prop_assert!(app.stop_grace <= Duration::from_secs(STOP_GRACE_S_MAX));
+                    let texts = app.env.iter().flat_map(|(k, v)| [k, v])
+                        .chain(app.command.iter().flatten())
+                        .chain(app.entrypoint.iter().flatten());
+                    for t in texts {
+                        prop_assert!(!t.contains('\0'), "{t:?}");
+                    }
+                }
                 let _ = crate::graph::tiers(&stack);
                 for app in stack.apps.values() {
                     for dep in app.depends_on.keys() {

@@ -17,6 +17,13 @@ pub fn container_name(stack: &str, app: &str) -> String {
     format!("{stack}-{app}")
 }
 
+/// The name an update keeps the old container under (stopped) until the
+/// new one has proved itself. `.` cannot occur in a stack name or an app
+/// id, so no app's own container can ever have this name.
+pub fn kept_container_name(container: &str) -> String {
+    format!("{container}.berth-kept")
+}
+
 pub fn volume_name(stack: &str, app: &str, volume: &str) -> String {
     format!("{stack}-{app}-{volume}")
 }
@@ -29,5 +36,6 @@ mod tests {
     fn names_are_prefixed_with_the_stack() {
         assert_eq!(container_name("demo", "lnd"), "demo-lnd");
         assert_eq!(volume_name("demo", "lnd", "data"), "demo-lnd-data");
+        assert_eq!(kept_container_name("demo-lnd"), "demo-lnd.berth-kept");
     }
 }

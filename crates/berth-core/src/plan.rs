@@ -155,7 +155,25 @@ pub enum Undo {
         name: String,
         step: i64,
     },
+    /// Put back the container an update kept (renamed, stopped) under
+    /// its own name `name`, and start it again when it was running.
+    RestoreKept {
+        name: String,
+        step: i64,
+        start: bool,
+    },
 }
+
+/// Journal step kind of an update that kept the old container, which was
+/// running before the update stopped it.
+pub const STEP_KEEP_RUNNING: &str = "keep-running";
+/// Journal step kind of an update that kept the old container, which was
+/// not running.
+pub const STEP_KEEP_STOPPED: &str = "keep-stopped";
+/// Journal step of an update's commit point: written in one transaction
+/// with the app's new record. Before it an interrupted update reverts to
+/// the kept container; after it the update is finished.
+pub const STEP_COMMIT: &str = "commit";
 
 /// Rollback of an install journal: every resource this install created,
 /// in reverse order.
@@ -173,7 +191,10 @@ pub enum Undo {
 pub fn plan_rollback(steps: &[JournalStep]) -> Vec<Undo> {
     let mut out = Vec::new();
     for s in steps.iter().rev() {
-        if s.done && !s.created {
+        // A kept container is always put back, whether the keep step
+        // finished or not (the rename may have happened either way).
+        let keep = s.kind == STEP_KEEP_RUNNING || s.kind == STEP_KEEP_STOPPED;
+        if s.done && !s.created && !keep {
             continue;
         }
         let name = s.resource.clone();
@@ -186,6 +207,11 @@ pub fn plan_rollback(steps: &[JournalStep]) -> Vec<Undo> {
                 step: s.id,
             }),
             "secret" => out.push(Undo::RemoveStackSecret { name, step: s.id }),
+            STEP_KEEP_RUNNING | STEP_KEEP_STOPPED => out.push(Undo::RestoreKept {
+                name,
+                step: s.id,
+                start: s.kind == STEP_KEEP_RUNNING,
+            }),
             _ => {}
         }
     }
@@ -200,13 +226,27 @@ pub enum Recovery {
     RollBack,
     /// Finish it (an uninstall or reinstall always completes).
     Resume,
+    /// An update: finished when it reached its commit point
+    /// ([`update_committed`]), otherwise rolled back to the kept container.
+    Update,
 }
+
+/// Journal kind of an update (a running or stopped app's container
+/// replaced by one of a changed spec).
+pub const OP_UPDATE: &str = "update";
 
 pub fn recovery_for(kind: &str) -> Recovery {
     match kind {
         "install" => Recovery::RollBack,
+        OP_UPDATE => Recovery::Update,
         _ => Recovery::Resume,
     }
+}
+
+/// Whether an update's journal reached its commit point: the new record is
+/// stored and the new container is the app's from then on.
+pub fn update_committed(steps: &[JournalStep]) -> bool {
+    steps.iter().any(|s| s.kind == STEP_COMMIT && s.done)
 }
 
 #[cfg(test)]
@@ -361,5 +401,79 @@ mod tests {
         assert_eq!(recovery_for("install"), Recovery::RollBack);
         assert_eq!(recovery_for("uninstall"), Recovery::Resume);
         assert_eq!(recovery_for("reinstall"), Recovery::Resume);
+        assert_eq!(recovery_for("update"), Recovery::Update);
+    }
+
+    /// r12: an update removed the old container first, so a new version
+    /// that failed left the app with none. The rollback of an update now
+    /// removes the new container and then puts the kept one back.
+    #[test]
+    fn r12_rolling_back_an_update_removes_the_new_container_then_restores_the_old() {
+        let steps = vec![
+            step(1, "stack", true, false),
+            JournalStep {
+                id: 2,
+                kind: STEP_KEEP_RUNNING.into(),
+                resource: "demo-lnd".into(),
+                done: true,
+                created: false,
+            },
+            step(3, "network-existing", true, false),
+            JournalStep {
+                id: 4,
+                kind: "container".into(),
+                resource: "demo-lnd".into(),
+                done: true,
+                created: true,
+            },
+            step(5, "start", true, false),
+            step(6, "wait", false, false),
+        ];
+        assert_eq!(
+            plan_rollback(&steps),
+            vec![
+                Undo::RemoveContainer {
+                    name: "demo-lnd".into(),
+                    step: 4
+                },
+                Undo::RestoreKept {
+                    name: "demo-lnd".into(),
+                    step: 2,
+                    start: true
+                },
+            ]
+        );
+        assert!(!update_committed(&steps));
+    }
+
+    #[test]
+    fn an_update_interrupted_while_keeping_the_old_container_restores_it_and_keeps_it_stopped_if_it_was()
+     {
+        let steps = vec![JournalStep {
+            id: 1,
+            kind: STEP_KEEP_STOPPED.into(),
+            resource: "demo-web".into(),
+            done: false,
+            created: false,
+        }];
+        assert_eq!(
+            plan_rollback(&steps),
+            vec![Undo::RestoreKept {
+                name: "demo-web".into(),
+                step: 1,
+                start: false
+            }]
+        );
+    }
+
+    #[test]
+    fn an_update_is_committed_only_once_its_commit_step_is_done() {
+        let mut steps = vec![
+            step(1, "wait", true, false),
+            step(2, STEP_COMMIT, false, false),
+        ];
+        assert!(!update_committed(&steps));
+        steps[1].done = true;
+        assert!(update_committed(&steps));
     }
 }

@@ -84,22 +84,42 @@ pub const RESERVED_LABEL_PREFIX: &str = "io.berth.";
 // Value rules
 // ---------------------------------------------------------------------------
 
-/// `^[a-z][a-z0-9-]{0,30}$`: app ids, stack names and companion keys.
+/// `^[a-z]([a-z0-9-]{0,29}[a-z0-9])?$`: app ids, stack names and companion
+/// keys. Each is used in DNS names (an app id is its container's network
+/// alias, `{stack}-{app}` its container name and hostname), so it is an
+/// RFC 1123 label: lowercase letters, digits and '-', not starting with a
+/// digit (berth's own, stricter rule) and not ending with '-'.
 fn is_short_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some('a'..='z'))
         && s.len() <= ID_LEN_MAX
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+        && !s.ends_with('-')
 }
 
 fn short_name(what: &str, s: &str) -> Result<(), String> {
     if is_short_name(s) {
         Ok(())
+    } else if s.ends_with('-') && is_short_name(s.trim_end_matches('-')) {
+        Err(format!(
+            "invalid {what} {s:?}: it is used as a DNS name, which cannot end with '-'"
+        ))
     } else {
         Err(format!(
-            "invalid {what} {s:?}: use 1 to {ID_LEN_MAX} characters, a lowercase letter followed by lowercase letters, digits or '-'"
+            "invalid {what} {s:?}: use 1 to {ID_LEN_MAX} characters, a lowercase letter followed by lowercase letters, digits or '-', not ending with '-'"
         ))
     }
+}
+
+/// A DNS label (RFC 1123) of at most 63 characters: the check every name
+/// berth derives for the network (container names, companion ids) passes.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= CONTAINER_NAME_LEN_MAX
+        && s.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 pub fn check_app_id(s: &str) -> Result<(), String> {
@@ -121,24 +141,271 @@ pub fn check_network_name(s: &str) -> Result<(), String> {
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && s.len() <= CONTAINER_NAME_LEN_MAX
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err(format!(
+            "invalid network name {s:?}: use 1 to {CONTAINER_NAME_LEN_MAX} letters, digits, '_', '.' or '-', starting with a letter or digit"
+        ));
+    }
+    if let Some(reserved) = RESERVED_NETWORK_NAMES
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(s))
+    {
+        return Err(format!(
+            "network name {s:?} is reserved: {reserved:?} is a network mode of the engine, and berth needs a network of the stack's own for its DNS aliases; choose another name"
+        ));
+    }
+    Ok(())
+}
+
+/// Network names the engines give a meaning of their own (network modes and
+/// their default networks). A stack on one of them would lose its own
+/// network and the DNS aliases of its apps. Compared case-insensitively.
+/// Modes with an argument (`container:<id>`, `ns:<path>`) are refused by
+/// the network name's character set already (no ':').
+pub const RESERVED_NETWORK_NAMES: &[&str] = &[
+    "host",
+    "none",
+    "bridge",
+    "default",
+    "private",
+    "slirp4netns",
+    "pasta",
+    "podman",
+    "container",
+    "ns",
+];
+
+/// An image reference in the distribution grammar (what `docker pull`
+/// and `podman pull` accept): `[DOMAIN[:PORT]/]PATH[:TAG][@DIGEST]`.
+/// See [`parse_image`] for the rules; the message names the offending part.
+pub fn check_image(s: &str) -> Result<(), String> {
+    parse_image(s).map(|_| ())
+}
+
+/// Longest image name (domain and path, without tag or digest), as the
+/// distribution reference grammar limits it.
+pub const IMAGE_NAME_LEN_MAX: usize = 255;
+/// Longest image tag.
+pub const IMAGE_TAG_LEN_MAX: usize = 128;
+
+/// The parts of an image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef<'s> {
+    /// The registry host with its optional port, when written.
+    pub domain: Option<&'s str>,
+    /// The repository path under the domain.
+    pub path: &'s str,
+    pub tag: Option<&'s str>,
+    pub digest: Option<&'s str>,
+}
+
+/// Parse an image reference by the distribution/reference grammar:
+///
+/// - name: `[domain/]path-component(/path-component)*`, at most
+///   [`IMAGE_NAME_LEN_MAX`] characters;
+/// - the first component is a domain when it holds a '.' or ':', is
+///   `localhost`, or has an uppercase letter: domain components are
+///   `[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?` joined by '.', or an IPv6
+///   address in brackets, with an optional numeric port;
+/// - path components are lowercase `[a-z0-9]+` runs joined by one
+///   separator: '.', '_', "__" or any number of '-';
+/// - tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`;
+/// - digest: `algorithm:hex`, where berth knows `sha256` (64 lowercase hex
+///   digits) and `sha512` (128), the algorithms the engines verify.
+pub fn parse_image(s: &str) -> Result<ImageRef<'_>, String> {
+    let wrap = |why: String| format!("invalid image {s:?}: {why}");
+    let bad = |why: String| Err(wrap(why));
+    if s.is_empty() {
+        return Err("image must not be empty".into());
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("an image reference has no spaces or control characters".into());
+    }
+    let (rest, digest) = match s.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (s, None),
+    };
+    if let Some(digest) = digest {
+        check_image_digest(digest).map_err(wrap)?;
+    }
+    // The tag is after the last ':' that comes after the last '/': a ':'
+    // before a '/' is the registry's port.
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if name.is_empty() {
+        return bad(match (tag, digest) {
+            (Some(tag), _) => format!("tag {tag:?} has no image name before it"),
+            (None, Some(_)) => "the digest has no image name before it".into(),
+            (None, None) => "missing image name".into(),
+        });
+    }
+    if let Some(tag) = tag {
+        check_image_tag(tag).map_err(wrap)?;
+    }
+    if name.len() > IMAGE_NAME_LEN_MAX {
+        return bad(format!(
+            "the name is {} characters long, at most {IMAGE_NAME_LEN_MAX}",
+            name.len()
+        ));
+    }
+    let (domain, path) = match name.split_once('/') {
+        Some((first, path))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.chars().any(|c| c.is_ascii_uppercase()) =>
+        {
+            check_image_domain(first).map_err(wrap)?;
+            (Some(first), path)
+        }
+        _ => (None, name),
+    };
+    for component in path.split('/') {
+        check_image_path_component(component).map_err(wrap)?;
+    }
+    Ok(ImageRef {
+        domain,
+        path,
+        tag,
+        digest,
+    })
+}
+
+fn check_image_tag(tag: &str) -> Result<(), String> {
+    if tag.is_empty() {
+        return Err("the tag after ':' is empty".into());
+    }
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut chars = tag.chars();
+    let ok = chars.next().is_some_and(word) && chars.all(|c| word(c) || matches!(c, '.' | '-'));
+    if !ok {
+        return Err(format!(
+            "tag {tag:?} must be letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+        ));
+    }
+    if tag.len() > IMAGE_TAG_LEN_MAX {
+        return Err(format!(
+            "tag {tag:?} is {} characters long, at most {IMAGE_TAG_LEN_MAX}",
+            tag.len()
+        ));
+    }
+    Ok(())
+}
+
+fn check_image_digest(digest: &str) -> Result<(), String> {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return Err(format!(
+            "digest {digest:?} must be ALGORITHM:HEX, e.g. \"sha256:\" and 64 hex digits"
+        ));
+    };
+    let hex_len = match algorithm {
+        "sha256" => 64,
+        "sha512" => 128,
+        other => {
+            return Err(format!(
+                "digest {digest:?}: unknown algorithm {other:?} (use sha256 or sha512)"
+            ));
+        }
+    };
+    if hex.len() != hex_len || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(format!(
+            "digest {digest:?}: {algorithm} needs exactly {hex_len} lowercase hex digits"
+        ));
+    }
+    Ok(())
+}
+
+fn check_image_domain(domain: &str) -> Result<(), String> {
+    let bad = || {
+        Err(format!(
+            "registry {domain:?} must be a host name, an IPv4 address or an IPv6 address in brackets, with an optional numeric port"
+        ))
+    };
+    let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return bad();
+        };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return bad();
+        }
+        match after {
+            "" => (None, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None => return bad(),
+            },
+        }
+    } else {
+        match domain.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(domain), None),
+        }
+    };
+    if let Some(port) = port
+        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return bad();
+    }
+    if let Some(host) = host {
+        let component_ok = |c: &str| {
+            !c.is_empty()
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !c.starts_with('-')
+                && !c.ends_with('-')
+        };
+        if !host.split('.').all(component_ok) {
+            return bad();
+        }
+    }
+    Ok(())
+}
+
+fn check_image_path_component(component: &str) -> Result<(), String> {
+    if component.is_empty() {
+        return Err(
+            "the repository path has an empty component (a leading, trailing or double '/')".into(),
+        );
+    }
+    if component.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!("repository {component:?} must be lowercase"));
+    }
+    // alnum+ (separator alnum+)*, separator = '.' | '_' | "__" | '-'+
+    let bytes = component.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut i = 0;
+    let mut ok = true;
+    loop {
+        let start = i;
+        while i < bytes.len() && alnum(bytes[i]) {
+            i += 1;
+        }
+        if i == start {
+            ok = false;
+            break;
+        }
+        if i == bytes.len() {
+            break;
+        }
+        let sep_start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let sep = &component[sep_start..i];
+        let sep_ok =
+            matches!(sep, "." | "_" | "__") || (!sep.is_empty() && sep.bytes().all(|b| b == b'-'));
+        if !sep_ok || i == bytes.len() {
+            ok = false;
+            break;
+        }
+    }
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "invalid network name {s:?}: use 1 to {CONTAINER_NAME_LEN_MAX} letters, digits, '_', '.' or '-', starting with a letter or digit"
+            "repository {component:?} must be lowercase letters and digits, separated by one '.', '_', \"__\" or dashes, not starting or ending with a separator"
         ))
-    }
-}
-
-pub fn check_image(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        Err("image must not be empty".into())
-    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Err(format!(
-            "invalid image {s:?}: an image reference has no spaces"
-        ))
-    } else {
-        Ok(())
     }
 }
 
@@ -171,30 +438,92 @@ pub fn check_volume_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// Longest volume mount path inside the container (Linux's `PATH_MAX`).
+pub const VOLUME_PATH_BYTES_MAX: usize = 4096;
+
 /// An absolute container path, not `/` itself and not the secrets mount.
 pub fn check_volume_path(s: &str) -> Result<(), String> {
+    normalize_volume_path(s).map(|_| ())
+}
+
+/// The mount path of a volume, lexically normalised (repeated '/' and '.'
+/// components collapsed, no trailing '/'), so that the reserved places are
+/// recognised however they are spelled: `/.`, `//` and `/x/..` are the
+/// root, `//run/secrets` and `/run/./secrets` the secrets mount. A `..`
+/// component is refused outright: a mount path has no reason to climb, and
+/// the engines resolve it differently.
+pub fn normalize_volume_path(s: &str) -> Result<String, String> {
+    if s.chars().any(|c| c.is_control()) {
+        return Err(format!(
+            "invalid volume path {s:?}: control characters are not allowed"
+        ));
+    }
     if !s.starts_with('/') {
         return Err(format!(
             "volume path {s:?} is relative: use an absolute path inside the container, e.g. \"/data\""
         ));
     }
-    if s.chars().any(|c| c.is_control()) {
-        return Err(format!("invalid volume path {s:?}"));
+    if s.len() > VOLUME_PATH_BYTES_MAX {
+        return Err(format!(
+            "volume path is {} bytes long, at most {VOLUME_PATH_BYTES_MAX}",
+            s.len()
+        ));
     }
-    let trimmed = s.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Err("a volume cannot be mounted at \"/\"".into());
+    let mut parts: Vec<&str> = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(format!("volume path {s:?} must not contain \"..\"")),
+            other => parts.push(other),
+        }
     }
-    if s.split('/').any(|part| part == "..") {
-        return Err(format!("volume path {s:?} must not contain \"..\""));
+    if parts.is_empty() {
+        return Err(if s == "/" {
+            "a volume cannot be mounted at \"/\"".to_string()
+        } else {
+            format!("a volume cannot be mounted at \"/\" ({s:?} is the root)")
+        });
     }
+    let normal = format!("/{}", parts.join("/"));
     let secrets = naming::SECRETS_MOUNT_PATH;
-    if trimmed == secrets || trimmed.starts_with(&format!("{secrets}/")) {
+    if normal == secrets || normal.starts_with(&format!("{secrets}/")) {
         return Err(format!(
             "volume path {s:?} is reserved: berth mounts secrets at {secrets}"
         ));
     }
-    Ok(())
+    Ok(normal)
+}
+
+/// A string that reaches the engine as a name, path or single-line value
+/// (a label value, a user): no control characters at all.
+pub fn check_single_line(what: &str, s: &str) -> Result<(), String> {
+    if s.chars().any(char::is_control) {
+        Err(format!(
+            "{what} {s:?} contains a control character, which the engine cannot take"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A string that reaches a process (an environment value, a command or
+/// entrypoint argument): no NUL (`execve` cannot carry one) and no control
+/// character but tab and newline, which multi-line scripts
+/// (`["sh", "-c", "..."]`) and values such as PEM certificates need.
+pub fn check_process_text(what: &str, s: &str) -> Result<(), String> {
+    match s
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n'))
+    {
+        Some('\0') => Err(format!(
+            "{what} {s:?} contains a NUL byte, which cannot reach a process"
+        )),
+        Some(c) => Err(format!(
+            "{what} {s:?} contains the control character {:?}: only tab and newline are allowed",
+            c
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `^[a-z0-9][a-z0-9_.-]*$`
@@ -221,7 +550,7 @@ pub fn check_label_key(s: &str) -> Result<(), String> {
         ))
     } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         Err(format!(
-            "invalid label key {s:?}: a label key has no spaces"
+            "invalid label key {s:?}: a label key has no spaces or control characters"
         ))
     } else {
         Ok(())
@@ -462,9 +791,24 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     check_memory_bytes(bytes)
 }
 
+/// Smallest memory limit: the engines refuse less than 6 MiB (Docker says
+/// "minimum memory limit allowed is 6MB"), so berth refuses it at load.
+pub const MEMORY_BYTES_MIN: u64 = 6 << 20;
+/// Largest memory limit: 1 TiB, far above any appliance's RAM and far
+/// below the engines' `i64`, so it never wraps or gets clamped.
+pub const MEMORY_BYTES_MAX: u64 = 1 << 40;
+
 pub fn check_memory_bytes(bytes: u64) -> Result<u64, String> {
     if bytes == 0 {
         Err("memory limit must be greater than zero".into())
+    } else if bytes < MEMORY_BYTES_MIN {
+        Err(format!(
+            "memory limit {bytes} bytes is below the engines' minimum of {MEMORY_BYTES_MIN} bytes (6m)"
+        ))
+    } else if bytes > MEMORY_BYTES_MAX {
+        Err(format!(
+            "memory limit {bytes} bytes is above the maximum of {MEMORY_BYTES_MAX} bytes (1024g)"
+        ))
     } else {
         Ok(bytes)
     }
@@ -643,6 +987,7 @@ pub fn validate_stack(stack: &Stack, map: &SourceMap) -> Vec<Diagnostic> {
     check_host_ports(stack, map, &mut out);
     check_web_uis(stack, map, &mut out);
     check_container_names(stack, map, &mut out);
+    check_volume_names(stack, map, &mut out);
     check_probe_secrets(stack, map, &mut out);
     check_progress_probes(stack, map, &mut out);
     check_gate_nodes(stack, map, &mut out);
@@ -702,17 +1047,18 @@ fn check_cycle(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
         app.depends_on
             .retain(|dep, _| dep != id && stack.apps.contains_key(dep));
     }
-    let Some(cycle) = graph::find_cycle(&graph) else {
-        return;
-    };
-    // Point at the first edge of the cycle the manifest spells out (a
-    // companion's edge to its parent is implicit).
-    let path = cycle
-        .windows(2)
-        .map(|pair| join_path(&join_path(&map.app_path(&pair[0]), "depends_on"), &pair[1]))
-        .find(|path| map.has(path))
-        .unwrap_or_else(|| map.app_path(&cycle[0]));
-    out.push(map.diagnostic(&path, format!("dependency cycle: {}", cycle.join(" -> "))));
+    // One cycle per strongly connected component: two separate cycles are
+    // two problems, and fixing one must not reveal the other only later.
+    for cycle in graph::cycles(&graph) {
+        // Point at the first edge of the cycle the manifest spells out (a
+        // companion's edge to its parent is implicit).
+        let path = cycle
+            .windows(2)
+            .map(|pair| join_path(&join_path(&map.app_path(&pair[0]), "depends_on"), &pair[1]))
+            .find(|path| map.has(path))
+            .unwrap_or_else(|| map.app_path(&cycle[0]));
+        out.push(map.diagnostic(&path, format!("dependency cycle: {}", cycle.join(" -> "))));
+    }
 }
 
 /// Both bind the same host port: same port and protocol, and the same
@@ -801,6 +1147,34 @@ fn check_container_names(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnosti
                     name.len()
                 ),
             ));
+        }
+    }
+}
+
+/// Two apps whose volumes map to the same engine volume would share its
+/// data without saying so: `{stack}-{app}-{volume}` makes app "a" with
+/// volume "b-c" and app "a-b" with volume "c" both `s-a-b-c`. Every
+/// collision is reported, on the later of the two in id order.
+fn check_volume_names(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<String, (&str, &str)> = BTreeMap::new();
+    for (id, app) in &stack.apps {
+        for volume in &app.volumes {
+            let engine_name = naming::volume_name(&stack.name, id, &volume.name);
+            match seen.get(&engine_name) {
+                Some((other_app, other_volume)) => {
+                    let path = join_path(&join_path(&map.app_path(id), "volumes"), &volume.name);
+                    out.push(map.diagnostic(
+                        &path,
+                        format!(
+                            "volume {:?} of app {id:?} and volume {other_volume:?} of app {other_app:?} are both the engine volume {engine_name:?}: rename one",
+                            volume.name
+                        ),
+                    ));
+                }
+                None => {
+                    seen.insert(engine_name, (id, &volume.name));
+                }
+            }
         }
     }
 }
@@ -943,9 +1317,19 @@ fn check_gate_deadlock(stack: &Stack, map: &SourceMap, out: &mut Vec<Diagnostic>
             }
         }
     }
-    let Some(cycle) = graph::find_cycle(&graph) else {
-        return;
-    };
+    // Every deadlock, one per strongly connected component of dependency
+    // plus wait edges (the dependency edges alone are acyclic here).
+    for cycle in graph::cycles(&graph) {
+        report_gate_deadlock(&cycle, &waits, map, out);
+    }
+}
+
+fn report_gate_deadlock(
+    cycle: &[String],
+    waits: &BTreeSet<(String, String)>,
+    map: &SourceMap,
+    out: &mut Vec<Diagnostic>,
+) {
     // Tell it from the first waiting app of the cycle: "a waits for b,
     // which can only start after a".
     let edges = cycle.len() - 1;
@@ -1017,7 +1401,7 @@ mod tests {
         }
         assert_eq!(
             check_stack_name("Demo").unwrap_err(),
-            "invalid stack name \"Demo\": use 1 to 31 characters, a lowercase letter followed by lowercase letters, digits or '-'"
+            "invalid stack name \"Demo\": use 1 to 31 characters, a lowercase letter followed by lowercase letters, digits or '-', not ending with '-'"
         );
     }
 
@@ -1059,8 +1443,17 @@ mod tests {
     fn memory() {
         assert_eq!(parse_memory("512m"), Ok(512 << 20));
         assert_eq!(parse_memory("2G"), Ok(2 << 30));
-        assert_eq!(parse_memory("64k"), Ok(64 << 10));
-        assert_eq!(parse_memory("1048576"), Ok(1 << 20));
+        assert_eq!(parse_memory("8192k"), Ok(8 << 20));
+        assert_eq!(parse_memory("8388608"), Ok(8 << 20));
+        assert_eq!(parse_memory("1024g"), Ok(MEMORY_BYTES_MAX));
+        assert_eq!(parse_memory("6m"), Ok(MEMORY_BYTES_MIN));
+        for out_of_range in ["64k", "1048576", "6291455", "1025g", "9223372036854775808"] {
+            let err = parse_memory(out_of_range).unwrap_err();
+            assert!(
+                err.contains("minimum") || err.contains("maximum"),
+                "{out_of_range}: {err}"
+            );
+        }
         for bad in [
             "",
             "m",
@@ -1127,6 +1520,97 @@ mod tests {
         assert!(check_image("a b").is_err());
         assert!(check_http_path("/health").is_ok());
         assert!(check_http_path("health").is_err());
+    }
+
+    #[test]
+    fn image_references_follow_the_distribution_grammar() {
+        let r = parse_image("localhost:5000/org/app:1.0@sha256:").unwrap_err();
+        assert!(r.contains("64 lowercase hex"), "{r}");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let image = format!("localhost:5000/org/app:1.0@{digest}");
+        let r = parse_image(&image).unwrap();
+        assert_eq!(r.domain, Some("localhost:5000"));
+        assert_eq!(r.path, "org/app");
+        assert_eq!(r.tag, Some("1.0"));
+        assert_eq!(r.digest, Some(digest.as_str()));
+        let r = parse_image("library/busybox").unwrap();
+        assert_eq!((r.domain, r.path, r.tag), (None, "library/busybox", None));
+        // A first component with a capital is a registry host.
+        assert_eq!(parse_image("Reg/app").unwrap().domain, Some("Reg"));
+        for ok in [
+            "a",
+            "a-b--c",
+            "a__b",
+            "a.b_c",
+            "[::1]/x",
+            "h:1/x:t",
+            &"a".repeat(255),
+        ] {
+            assert!(parse_image(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "A",
+            "a:",
+            ":t",
+            "a/",
+            "/a",
+            "a__-b",
+            "a@",
+            &"a".repeat(256),
+            "h:x/a",
+        ] {
+            assert!(parse_image(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volume_paths_are_judged_normalised() {
+        assert_eq!(
+            normalize_volume_path("//data//sub/./").as_deref(),
+            Ok("/data/sub")
+        );
+        assert_eq!(
+            normalize_volume_path("/run/secretsx").as_deref(),
+            Ok("/run/secretsx")
+        );
+        for reserved in [
+            "//run/secrets",
+            "/run/./secrets",
+            "/run/secrets/x",
+            "/./run//secrets",
+        ] {
+            let err = normalize_volume_path(reserved).unwrap_err();
+            assert!(err.contains("is reserved"), "{reserved}: {err}");
+        }
+        for root in ["/", "/.", "//", "/./."] {
+            let err = normalize_volume_path(root).unwrap_err();
+            assert!(err.contains("cannot be mounted at"), "{root}: {err}");
+        }
+        assert!(normalize_volume_path("/a/..").is_err());
+        assert!(normalize_volume_path("/a\0").is_err());
+    }
+
+    #[test]
+    fn process_text_allows_tab_and_newline_only() {
+        assert!(check_process_text("value", "a\tb\nc").is_ok());
+        for bad in ["\0", "\u{1b}", "\r", "\u{7f}", "\u{85}"] {
+            assert!(check_process_text("value", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_single_line("label value", "a\nb").is_err());
+    }
+
+    #[test]
+    fn reserved_networks_and_dns_labels() {
+        for reserved in [
+            "host", "none", "bridge", "default", "Host", "pasta", "podman",
+        ] {
+            assert!(check_network_name(reserved).is_err(), "{reserved}");
+        }
+        assert!(check_network_name("hostnet").is_ok());
+        assert!(check_app_id("lnd-").is_err());
+        assert!(check_app_id("a--b").is_ok());
+        assert!(is_dns_label("a-b"));
+        assert!(!is_dns_label("a-") && !is_dns_label("-a") && !is_dns_label(&"a".repeat(64)));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use berth_core::supervise::{
     BACKOFF_INITIAL_S_DEFAULT, BACKOFF_MAX_S_DEFAULT, FAILURE_WINDOW_S_DEFAULT,
     MAX_FAILURES_DEFAULT, STABLE_AFTER_S_DEFAULT, SupervisionConfig,
 };
+use berth_core::text::{display_path, escape_control};
 use serde::{Deserialize, Serialize};
 
 /// Name of the config file inside the state directory.
@@ -32,17 +33,95 @@ pub const TICK_MS_MAX: u64 = 3_600_000;
 /// Engine events and health changes wait this long for more before the
 /// early tick they cause (a burst of events makes one tick).
 pub const EVENT_DEBOUNCE_MS_DEFAULT: u64 = 250;
+/// Zero debounce is allowed: every event then causes its own early tick.
+pub const EVENT_DEBOUNCE_MS_MIN: u64 = 0;
+/// Longer than a minute and the "early" tick is no longer early.
+pub const EVENT_DEBOUNCE_MS_MAX: u64 = 60_000;
+/// A restart backoff below this would restart a crashing app in a spin.
+pub const BACKOFF_INITIAL_MS_MIN: u64 = 100;
+/// The first backoff is at most an hour (it doubles from there).
+pub const BACKOFF_INITIAL_MS_MAX: u64 = 3_600_000;
+/// The backoff ceiling is at least the smallest first backoff.
+pub const BACKOFF_MAX_MS_MIN: u64 = BACKOFF_INITIAL_MS_MIN;
+/// A crashed app is looked at again at least once a day.
+pub const BACKOFF_MAX_MS_MAX: u64 = 86_400_000;
+/// Running this long resets the restart counter: at least a second.
+pub const STABLE_AFTER_MS_MIN: u64 = 1_000;
+/// At most a week (beyond it the counter would never reset in practice).
+pub const STABLE_AFTER_MS_MAX: u64 = 7 * 86_400_000;
+/// At least one failure puts an app into quarantine.
+pub const MAX_FAILURES_MIN: u32 = 1;
+/// More than this many restarts inside a window is a crash loop anyway.
+pub const MAX_FAILURES_MAX: u32 = 10_000;
+/// Failures are counted over at least a second.
+pub const FAILURE_WINDOW_MS_MIN: u64 = 1_000;
+/// And over at most a week (the history kept per app is bounded).
+pub const FAILURE_WINDOW_MS_MAX: u64 = 7 * 86_400_000;
 /// Supervision actions executed at once.
 pub const ACTIONS_PARALLEL_DEFAULT: usize = 4;
+/// At least one action runs at a time.
+pub const ACTIONS_PARALLEL_MIN: usize = 1;
 /// Upper bound on `actions_parallel`.
 pub const ACTIONS_PARALLEL_MAX: usize = 32;
 /// How long a shutdown waits for in-flight actions and requests.
 pub const SHUTDOWN_TIMEOUT_S_DEFAULT: u64 = 60;
+/// A shutdown gets at least a second to finish work.
+pub const SHUTDOWN_TIMEOUT_MS_MIN: u64 = 1_000;
+/// Init systems kill a service that takes longer than this to stop anyway.
+pub const SHUTDOWN_TIMEOUT_MS_MAX: u64 = 3_600_000;
 /// Time limit of a read request (status, events, health).
 pub const REQUEST_TIMEOUT_S_DEFAULT: u64 = 30;
+/// A read request gets at least a second.
+pub const REQUEST_TIMEOUT_MS_MIN: u64 = 1_000;
+/// A read that takes over ten minutes is stuck, not slow.
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
 /// Time limit of a mutating request (install, up, …) before the caller
 /// gets an answer; the operation itself goes on in the daemon.
 pub const OPERATION_TIMEOUT_S_DEFAULT: u64 = 1_800;
+/// A mutating request gets at least a second before its caller is answered.
+pub const OPERATION_TIMEOUT_MS_MIN: u64 = 1_000;
+/// A caller waits at most a day (a pull of huge images on a slow link).
+pub const OPERATION_TIMEOUT_MS_MAX: u64 = 86_400_000;
+/// Longest text value read for a knob, in bytes (the longest valid value,
+/// an IPv6 address with a port, is under 64).
+pub const VALUE_BYTES_MAX: usize = 256;
+
+/// The bounds of every duration knob, in milliseconds: `(key, min, max)`.
+pub const DURATION_BOUNDS_MS: &[(&str, u64, u64)] = &[
+    ("tick", TICK_MS_MIN, TICK_MS_MAX),
+    (
+        "event_debounce",
+        EVENT_DEBOUNCE_MS_MIN,
+        EVENT_DEBOUNCE_MS_MAX,
+    ),
+    (
+        "backoff_initial",
+        BACKOFF_INITIAL_MS_MIN,
+        BACKOFF_INITIAL_MS_MAX,
+    ),
+    ("backoff_max", BACKOFF_MAX_MS_MIN, BACKOFF_MAX_MS_MAX),
+    ("stable_after", STABLE_AFTER_MS_MIN, STABLE_AFTER_MS_MAX),
+    (
+        "failure_window",
+        FAILURE_WINDOW_MS_MIN,
+        FAILURE_WINDOW_MS_MAX,
+    ),
+    (
+        "shutdown_timeout",
+        SHUTDOWN_TIMEOUT_MS_MIN,
+        SHUTDOWN_TIMEOUT_MS_MAX,
+    ),
+    (
+        "request_timeout",
+        REQUEST_TIMEOUT_MS_MIN,
+        REQUEST_TIMEOUT_MS_MAX,
+    ),
+    (
+        "operation_timeout",
+        OPERATION_TIMEOUT_MS_MIN,
+        OPERATION_TIMEOUT_MS_MAX,
+    ),
+];
 
 /// One documented knob: its key in the config file, its environment
 /// variable, its default as text and what it does.
@@ -167,16 +246,11 @@ impl Default for Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {} is larger than {CONFIG_FILE_BYTES_MAX} bytes", .path.display())]
-    TooLarge { path: PathBuf },
-    #[error("config file {}: {detail}", .path.display())]
+    #[error("cannot read config file: {0}")]
+    Read(#[from] berth_store::files::ReadFileError),
+    #[error("config file {}: {detail}", display_path(.path))]
     Parse { path: PathBuf, detail: String },
-    #[error("{source_name}: {key} = {value:?}: {detail}")]
+    #[error("{}: {key} = {value:?}: {detail}", escape_control(.source_name))]
     Value {
         /// Where the value came from: the file path or the variable.
         source_name: String,
@@ -237,7 +311,7 @@ impl Settings {
     }
 
     fn apply_file(&mut self, path: &Path, f: FileSettings) -> Result<(), ConfigError> {
-        let src = path.display().to_string();
+        let src = display_path(path);
         let strings = [
             ("tick", f.tick),
             ("event_debounce", f.event_debounce),
@@ -267,13 +341,51 @@ impl Settings {
     /// Set one knob from text (`source_name` names the file, variable or
     /// flag, for the error); call `check` after the last one.
     pub fn set(&mut self, source_name: &str, key: &str, value: &str) -> Result<(), ConfigError> {
+        // The value is shown in the error: cut a long one short first.
+        let shown = match value.char_indices().nth(VALUE_BYTES_MAX) {
+            Some((i, _)) => format!("{}…", &value[..i]),
+            None => value.to_string(),
+        };
         let err = |detail: String| ConfigError::Value {
             source_name: source_name.to_string(),
             key: key.to_string(),
-            value: value.to_string(),
+            value: shown.clone(),
             detail,
         };
-        let duration = || parse_duration(value.trim()).map_err(err);
+        if value.len() > VALUE_BYTES_MAX {
+            return Err(err(format!("longer than {VALUE_BYTES_MAX} bytes")));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(err("control characters are not allowed".into()));
+        }
+        let duration = || {
+            let d = parse_duration(value.trim()).map_err(err)?;
+            let (_, min_ms, max_ms) = DURATION_BOUNDS_MS
+                .iter()
+                .find(|(k, _, _)| *k == key)
+                .copied()
+                .unwrap_or((key, 0, u64::MAX));
+            let ms = d.as_millis();
+            if ms < u128::from(min_ms) || ms > u128::from(max_ms) {
+                let show = |ms: u64| format_duration(Duration::from_millis(ms));
+                return Err(err(format!(
+                    "must be between {} and {}",
+                    show(min_ms),
+                    show(max_ms)
+                )));
+            }
+            Ok(d)
+        };
+        let whole = |min: u64, max: u64| -> Result<u64, ConfigError> {
+            let n: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| err("expected a whole number".into()))?;
+            if !(min..=max).contains(&n) {
+                return Err(err(format!("must be between {min} and {max}")));
+            }
+            Ok(n)
+        };
         let sup = &mut self.supervision;
         match key {
             "tick" => self.tick = duration()?,
@@ -286,16 +398,13 @@ impl Settings {
             "request_timeout" => self.request_timeout = duration()?,
             "operation_timeout" => self.operation_timeout = duration()?,
             "max_failures" => {
-                sup.max_failures = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| err("expected a whole number".into()))?;
+                let n = whole(MAX_FAILURES_MIN.into(), MAX_FAILURES_MAX.into())?;
+                // In range, so it fits.
+                sup.max_failures = u32::try_from(n).unwrap_or(MAX_FAILURES_MAX);
             }
             "actions_parallel" => {
-                self.actions_parallel = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| err("expected a whole number".into()))?;
+                let n = whole(ACTIONS_PARALLEL_MIN as u64, ACTIONS_PARALLEL_MAX as u64)?;
+                self.actions_parallel = usize::try_from(n).unwrap_or(ACTIONS_PARALLEL_MAX);
             }
             "listen" => self.listen = crate::http::parse_listen(value).map_err(err)?,
             _ => return Err(err("no such setting".into())),
@@ -303,64 +412,63 @@ impl Settings {
         Ok(())
     }
 
-    /// Bounds and relations between knobs.
+    /// Bounds and relations between knobs (also for settings built in
+    /// code, not through [`Settings::set`]).
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Inconsistent(m));
-        let tick_ms = self.tick.as_millis();
-        if tick_ms < u128::from(TICK_MS_MIN) || tick_ms > u128::from(TICK_MS_MAX) {
-            return bad(format!(
-                "tick must be between {TICK_MS_MIN}ms and {}, not {}",
-                format_duration(Duration::from_millis(TICK_MS_MAX)),
-                format_duration(self.tick)
-            ));
-        }
-        if self.supervision.backoff_initial.is_zero() {
-            return bad("backoff_initial must be above zero".into());
-        }
-        if self.supervision.backoff_initial > self.supervision.backoff_max {
-            return bad(format!(
-                "backoff_initial ({}) is above backoff_max ({})",
-                format_duration(self.supervision.backoff_initial),
-                format_duration(self.supervision.backoff_max)
-            ));
-        }
-        if self.supervision.max_failures == 0 {
-            return bad("max_failures must be at least 1".into());
-        }
-        if self.supervision.failure_window.is_zero() {
-            return bad("failure_window must be above zero".into());
-        }
-        if !(1..=ACTIONS_PARALLEL_MAX).contains(&self.actions_parallel) {
-            return bad(format!(
-                "actions_parallel must be 1 to {ACTIONS_PARALLEL_MAX}, not {}",
-                self.actions_parallel
-            ));
-        }
-        for (name, d) in [
+        let sup = &self.supervision;
+        for (key, d) in [
+            ("tick", self.tick),
+            ("event_debounce", self.event_debounce),
+            ("backoff_initial", sup.backoff_initial),
+            ("backoff_max", sup.backoff_max),
+            ("stable_after", sup.stable_after),
+            ("failure_window", sup.failure_window),
+            ("shutdown_timeout", self.shutdown_timeout),
             ("request_timeout", self.request_timeout),
             ("operation_timeout", self.operation_timeout),
-            ("shutdown_timeout", self.shutdown_timeout),
         ] {
-            if d.is_zero() {
-                return bad(format!("{name} must be above zero"));
+            let Some((_, min_ms, max_ms)) = DURATION_BOUNDS_MS.iter().find(|(k, _, _)| *k == key)
+            else {
+                continue;
+            };
+            let ms = d.as_millis();
+            if ms < u128::from(*min_ms) || ms > u128::from(*max_ms) {
+                return bad(format!(
+                    "{key} must be between {} and {}, not {}",
+                    format_duration(Duration::from_millis(*min_ms)),
+                    format_duration(Duration::from_millis(*max_ms)),
+                    format_duration(d)
+                ));
             }
+        }
+        if sup.backoff_initial > sup.backoff_max {
+            return bad(format!(
+                "backoff_initial ({}) is above backoff_max ({})",
+                format_duration(sup.backoff_initial),
+                format_duration(sup.backoff_max)
+            ));
+        }
+        if !(MAX_FAILURES_MIN..=MAX_FAILURES_MAX).contains(&sup.max_failures) {
+            return bad(format!(
+                "max_failures must be between {MAX_FAILURES_MIN} and {MAX_FAILURES_MAX}, not {}",
+                sup.max_failures
+            ));
+        }
+        if !(ACTIONS_PARALLEL_MIN..=ACTIONS_PARALLEL_MAX).contains(&self.actions_parallel) {
+            return bad(format!(
+                "actions_parallel must be between {ACTIONS_PARALLEL_MIN} and {ACTIONS_PARALLEL_MAX}, not {}",
+                self.actions_parallel
+            ));
         }
         Ok(())
     }
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
-    let read_err = |source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let len = std::fs::metadata(path).map_err(read_err)?.len();
-    if len > CONFIG_FILE_BYTES_MAX {
-        return Err(ConfigError::TooLarge {
-            path: path.to_path_buf(),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    // A regular file only (never a FIFO or a device), cut off at the cap
+    // while reading.
+    let text = berth_store::files::read_text_capped(path, CONFIG_FILE_BYTES_MAX)?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         detail: e.to_string().trim().to_string(),
@@ -427,7 +535,11 @@ mod tests {
         let e = load(None, &[("BERTH_BACKOFF_INITIAL", "10m")]).unwrap_err();
         assert!(e.to_string().contains("above backoff_max"), "{e}");
         let e = load(None, &[("BERTH_TICK", "1ms")]).unwrap_err();
-        assert!(e.to_string().contains("tick must be between"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("BERTH_TICK: tick = \"1ms\": must be between 100ms and 1h"),
+            "{e}"
+        );
         let e = load(None, &[("BERTH_ACTIONS_PARALLEL", "0")]).unwrap_err();
         assert!(e.to_string().contains("actions_parallel"), "{e}");
     }
@@ -437,7 +549,153 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.toml");
         let e = Settings::load(Some(&missing), dir.path(), |_| None).unwrap_err();
-        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        assert!(matches!(e, ConfigError::Read(_)), "{e}");
+    }
+
+    fn env_of(key: &str) -> &'static str {
+        KNOBS.iter().find(|k| k.key == key).unwrap().env
+    }
+
+    #[test]
+    fn every_duration_knob_is_bounded_and_the_error_names_the_variable_and_the_bound() {
+        for (key, min_ms, max_ms) in DURATION_BOUNDS_MS {
+            let var = env_of(key);
+            let over = format!("{}ms", max_ms + 1);
+            let e = load(None, &[(var, &over)]).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("{var}: {key} = ")) && e.contains("must be between"),
+                "{key} above its maximum: {e}"
+            );
+            assert!(
+                e.contains(&format_duration(Duration::from_millis(*max_ms))),
+                "{e}"
+            );
+            if *min_ms > 0 {
+                let under = format!("{}ms", min_ms - 1);
+                let e = load(None, &[(var, &under)]).unwrap_err().to_string();
+                assert!(
+                    e.contains("must be between"),
+                    "{key} below its minimum: {e}"
+                );
+            }
+            // The file names the key the same way.
+            let e = load(Some(&format!("{key} = \"{over}\"\n")), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("config.toml") && e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_duration_too_large_for_the_clock_is_refused_not_a_panic() {
+        for huge in [
+            "18446744073709551615s",
+            "99999999999999999999d",
+            "584942417y",
+        ] {
+            let e = load(None, &[("BERTH_SHUTDOWN_TIMEOUT", huge)]).unwrap_err();
+            assert!(e.to_string().contains("BERTH_SHUTDOWN_TIMEOUT"), "{e}");
+        }
+    }
+
+    #[test]
+    fn whole_number_knobs_are_bounded() {
+        for (var, v) in [
+            ("BERTH_MAX_FAILURES", "0"),
+            ("BERTH_MAX_FAILURES", "10001"),
+            ("BERTH_MAX_FAILURES", "99999999999999999999999"),
+            ("BERTH_ACTIONS_PARALLEL", "33"),
+            ("BERTH_ACTIONS_PARALLEL", "-1"),
+        ] {
+            let e = load(None, &[(var, v)]).unwrap_err().to_string();
+            assert!(e.starts_with(var), "{var}={v}: {e}");
+        }
+        let e = load(Some("max_failures = 20000\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("between 1 and 10000"), "{e}");
+        // Settings built in code are checked the same way.
+        let s = Settings {
+            actions_parallel: 0,
+            ..Settings::default()
+        };
+        assert!(s.check().is_err());
+        let mut s = Settings::default();
+        s.supervision.backoff_max = Duration::from_secs(u64::MAX);
+        assert!(s.check().unwrap_err().to_string().contains("backoff_max"));
+    }
+
+    #[test]
+    fn control_characters_in_values_are_refused_and_shown_escaped() {
+        let e = load(None, &[("BERTH_LISTEN", "127.0.0.1:7780\n")]).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("control characters"), "{m}");
+        assert!(!m.contains('\n'), "the message stays one line: {m:?}");
+        let e = load(Some("tick = \"1s\\u001b[2J\"\n"), &[]).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("control characters") && !m.contains('\u{1b}'),
+            "{m:?}"
+        );
+        // Overlong values are cut short in the message.
+        let long = "9".repeat(100_000);
+        let m = load(None, &[("BERTH_TICK", &long)])
+            .unwrap_err()
+            .to_string();
+        assert!(m.len() < 1_000 && m.contains("longer than"), "{}", m.len());
+    }
+
+    #[test]
+    fn the_config_file_must_be_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A device that never ends, and a directory: refused, not read.
+        for p in [Path::new("/dev/zero"), dir.path()] {
+            let e = Settings::load(Some(p), dir.path(), |_| None).unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        let big = dir.path().join("big.toml");
+        std::fs::write(
+            &big,
+            format!("# {}\n", "x".repeat(CONFIG_FILE_BYTES_MAX as usize)),
+        )
+        .unwrap();
+        let e = Settings::load(Some(&big), dir.path(), |_| None).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn config_paths_are_printed_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a\u{1b}[2Jb.toml");
+        let e = Settings::load(Some(&odd), dir.path(), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a\\u{1b}[2Jb.toml") && !e.contains('\u{1b}'),
+            "{e:?}"
+        );
+        std::fs::write(&odd, "tick = \"2ms\"\n").unwrap();
+        let e = Settings::load(Some(&odd), dir.path(), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\\u{1b}") && !e.contains('\u{1b}'), "{e:?}");
+    }
+
+    #[test]
+    fn every_bound_is_the_documented_one() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let row = |key: &str| {
+            doc.lines()
+                .find(|l| l.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("no row for {key}"))
+        };
+        let show = |ms: u64| format_duration(Duration::from_millis(ms));
+        for (key, min_ms, max_ms) in DURATION_BOUNDS_MS {
+            let range = format!("| {} to {} |", show(*min_ms), show(*max_ms));
+            assert!(row(key).contains(&range), "{key}: {range} in {}", row(key));
+        }
+        let n = format!("| {MAX_FAILURES_MIN} to {MAX_FAILURES_MAX} |");
+        assert!(row("max_failures").contains(&n));
+        let n = format!("| {ACTIONS_PARALLEL_MIN} to {ACTIONS_PARALLEL_MAX} |");
+        assert!(row("actions_parallel").contains(&n));
     }
 
     #[test]

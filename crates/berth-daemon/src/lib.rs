@@ -39,6 +39,18 @@ mod gate_tests;
 mod tests;
 
 pub use client::{Client, ClientError};
+
+/// How far ahead [`instant_after`] looks when `at + d` does not fit.
+pub const FAR_FUTURE_S: u64 = 365 * 86_400;
+
+/// `at + d` without the panic `Instant + Duration` has on overflow: a
+/// deadline too far to represent becomes a year from `at` (or `at`
+/// itself on a clock that cannot even hold that).
+pub fn instant_after(at: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(std::time::Duration::from_secs(FAR_FUTURE_S)))
+        .unwrap_or(at)
+}
 pub use config::{ConfigError, KNOBS, Settings};
 pub use rpc::{RpcCall, RpcError};
 pub use server::{SOCKET_FILE_NAME, socket_path};
@@ -320,7 +332,9 @@ async fn watch_engine(engine: Arc<dyn Engine>, tx: mpsc::Sender<Event>, missed: 
             wait = Duration::from_millis(EVENTS_RECONNECT_MS_MIN);
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(EVENTS_RECONNECT_MS_MAX));
+        wait = wait
+            .saturating_mul(2)
+            .min(Duration::from_millis(EVENTS_RECONNECT_MS_MAX));
         if tx.send(Event::EngineEvent { app: None }).await.is_err() {
             return;
         }

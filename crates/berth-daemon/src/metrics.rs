@@ -410,6 +410,13 @@ impl Engine for MeteredEngine {
         self.timed("remove_container", self.inner.remove_container(name, force))
             .await
     }
+    async fn rename_container(&self, name: &str, new_name: &str) -> berth_engine::Result<()> {
+        self.timed(
+            "rename_container",
+            self.inner.rename_container(name, new_name),
+        )
+        .await
+    }
     async fn logs(&self, name: &str, tail: usize) -> berth_engine::Result<Vec<String>> {
         self.timed("logs", self.inner.logs(name, tail)).await
     }

@@ -19,6 +19,14 @@ pub const EVENTS_LIST_LIMIT_DEFAULT: usize = 50;
 pub const LOG_LINES_MAX: usize = 10_000;
 /// Most apps one request names.
 pub const APPS_PER_REQUEST_MAX: usize = 256;
+/// Longest app id or stack name a request may carry, in bytes (valid ones
+/// are at most `berth_core::validate::ID_LEN_MAX`; a longer one is
+/// answered "unknown", one beyond this is refused outright).
+pub const NAME_BYTES_MAX: usize = 128;
+/// Longest stack file path a request may carry, in bytes (Linux's PATH_MAX).
+pub const PATH_BYTES_MAX: usize = 4_096;
+/// Longest run id, in bytes.
+pub const RUN_ID_BYTES_MAX: usize = 128;
 
 // Standard JSON-RPC codes.
 pub const PARSE_ERROR: i64 = -32700;
@@ -259,14 +267,37 @@ struct RunListParams {
     limit: Option<usize>,
 }
 
-fn check_run(method: &str, run: &str) -> Result<(), RpcError> {
-    let ok = !run.is_empty()
-        && run.len() <= 128
+/// The shape of a run id, as the OpenAPI document states it
+/// (`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$`): a file name in `runs/`, never
+/// `.`, `..` or a hidden one.
+pub const RUN_ID_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$";
+/// The shape of an app id (`berth_core::validate`'s rule: an RFC 1123
+/// label of at most 31 characters starting with a letter).
+pub const APP_ID_PATTERN: &str = "^[a-z]([a-z0-9-]{0,29}[a-z0-9])?$";
+/// Longest app id, in bytes.
+pub const APP_ID_BYTES_MAX: usize = berth_core::validate::ID_LEN_MAX;
+
+/// Whether `run` has the shape of [`RUN_ID_PATTERN`].
+pub fn is_run_id(run: &str) -> bool {
+    !run.is_empty()
+        && run.len() <= RUN_ID_BYTES_MAX
         && !run.starts_with('.')
         && run
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Whether `id` has the shape of [`APP_ID_PATTERN`].
+pub fn is_app_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && id.len() <= APP_ID_BYTES_MAX
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+        && !id.ends_with('-')
+}
+
+fn check_run(method: &str, run: &str) -> Result<(), RpcError> {
+    if is_run_id(run) {
         Ok(())
     } else {
         Err(RpcError::invalid_params(format!(
@@ -307,15 +338,30 @@ fn check_apps(method: &str, apps: &[String]) -> Result<(), RpcError> {
             "{method}: at most {APPS_PER_REQUEST_MAX} apps per request"
         )));
     }
-    if let Some(bad) = apps.iter().find(|a| a.is_empty() || a.len() > 128) {
+    for app in apps {
+        check_name(method, "app id", app)?;
+    }
+    Ok(())
+}
+
+/// An app id or stack name: not empty, bounded, no control characters (a
+/// NUL would cut the name short in a C string, a newline forge a log line).
+fn check_name(method: &str, what: &str, name: &str) -> Result<(), RpcError> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX || name.chars().any(char::is_control) {
+        let shown: String = name.chars().take(NAME_BYTES_MAX).collect();
         return Err(RpcError::invalid_params(format!(
-            "{method}: invalid app id {bad:?}"
+            "{method}: invalid {what} {shown:?}"
         )));
     }
     Ok(())
 }
 
 fn check_file(method: &str, path: &str) -> Result<(), RpcError> {
+    if path.len() > PATH_BYTES_MAX || path.chars().any(char::is_control) {
+        return Err(RpcError::invalid_params(format!(
+            "{method}: stack_file must be a path of at most {PATH_BYTES_MAX} bytes without control characters"
+        )));
+    }
     if !path.starts_with('/') {
         return Err(RpcError::invalid_params(format!(
             "{method}: stack_file must be an absolute path (the daemon's working directory is not yours), not {path:?}"
@@ -376,7 +422,10 @@ impl RpcCall {
                         check_file(method, &f)?;
                         StackRef::File(f)
                     }
-                    (None, Some(name)) if !name.is_empty() => StackRef::Name(name),
+                    (None, Some(name)) if !name.is_empty() => {
+                        check_name(method, "stack name", &name)?;
+                        StackRef::Name(name)
+                    }
                     _ => {
                         return Err(RpcError::invalid_params(format!(
                             "{method}: give exactly one of stack_file and stack"
@@ -395,6 +444,7 @@ impl RpcCall {
             }
             "container.logs" => {
                 let LogsParams { app, tail } = params(method, p)?;
+                check_name(method, "app id", &app)?;
                 RpcCall::ContainerLogs {
                     app,
                     tail: tail.unwrap_or(100).min(LOG_LINES_MAX),
@@ -406,6 +456,9 @@ impl RpcCall {
                     after_id,
                     limit,
                 } = params(method, p)?;
+                if let Some(app) = &app {
+                    check_name(method, "app id", app)?;
+                }
                 RpcCall::EventsList {
                     app,
                     after_id,
@@ -576,6 +629,39 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, (Value, RpcError)> {
     Ok(Envelope { method, params, id })
 }
 
+/// A whole request, parsed: the envelope checked and the call in the
+/// closed enum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// `None` for a notification (no answer is sent).
+    pub id: Option<Value>,
+    pub call: RpcCall,
+}
+
+/// Parse a request body into a [`Request`], or the error to answer with
+/// and the id to answer it under (`None`: the request was a well-formed
+/// notification, which gets no answer even when its call is refused).
+/// Pure, no daemon needed: the socket, the TCP API and the fuzz targets
+/// all go through it.
+pub fn parse_request(body: &[u8]) -> Result<Request, (Option<Value>, RpcError)> {
+    if body.len() > RPC_BODY_BYTES_MAX {
+        return Err((
+            Some(Value::Null),
+            RpcError::new(
+                INVALID_REQUEST,
+                format!("request body larger than {RPC_BODY_BYTES_MAX} bytes"),
+            ),
+        ));
+    }
+    let envelope = parse_envelope(body).map_err(|(id, e)| (Some(id), e))?;
+    let id = envelope.id.clone();
+    let call = RpcCall::parse(&envelope.method, envelope.params).map_err(|e| (id, e))?;
+    Ok(Request {
+        id: envelope.id,
+        call,
+    })
+}
+
 /// The JSON of a response.
 pub fn response(id: Value, result: Result<Value, RpcError>) -> Value {
     match result {
@@ -700,6 +786,79 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn app_ids_and_names_with_control_characters_are_refused() {
+        let code = |m: &str, p: Value| RpcCall::parse(m, Some(p)).unwrap_err().code;
+        for bad in [
+            "a\u{0}b",
+            "a\nb",
+            "\u{1b}[2J",
+            &"x".repeat(NAME_BYTES_MAX + 1),
+        ] {
+            assert_eq!(code("package.stop", json!({"apps": [bad]})), INVALID_PARAMS);
+            assert_eq!(code("gate.reset", json!({"app": bad})), INVALID_PARAMS);
+            assert_eq!(code("container.logs", json!({"app": bad})), INVALID_PARAMS);
+            assert_eq!(code("events.list", json!({"app": bad})), INVALID_PARAMS);
+            assert_eq!(code("stack.down", json!({"stack": bad})), INVALID_PARAMS);
+        }
+        assert_eq!(
+            code("stack.up", json!({"stack_file": "/a\u{0}b.toml"})),
+            INVALID_PARAMS
+        );
+        let long = format!("/{}", "a".repeat(PATH_BYTES_MAX));
+        assert_eq!(
+            code("stack.up", json!({"stack_file": long})),
+            INVALID_PARAMS
+        );
+        // Numbers beyond their type are refused, not wrapped.
+        assert_eq!(
+            code("container.logs", json!({"app": "a", "tail": -1})),
+            INVALID_PARAMS
+        );
+        assert_eq!(
+            code("events.list", json!({"after_id": 18446744073709551615u64})),
+            INVALID_PARAMS
+        );
+        assert_eq!(code("run.list", json!({"limit": 1.5})), INVALID_PARAMS);
+    }
+
+    #[test]
+    fn the_id_shapes_match_their_documented_patterns() {
+        for ok in ["a", "lnd", "bitcoin-core", "a1", &"a".repeat(31)] {
+            assert!(is_app_id(ok), "{ok}");
+        }
+        for bad in ["", "1a", "a-", "A", "a_b", "a.b", &"a".repeat(32), "a\u{0}"] {
+            assert!(!is_app_id(bad), "{bad:?}");
+        }
+        for ok in ["vet-1", "_x", "-", "a.b", &"a".repeat(128)] {
+            assert!(is_run_id(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", ".hidden", "a/b", "a\u{0}", &"a".repeat(129)] {
+            assert!(!is_run_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parse_request_checks_the_envelope_then_the_call() {
+        let r = parse_request(
+            br#"{"jsonrpc":"2.0","id":"x","method":"gate.reset","params":{"app":"lnd"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.id, Some(json!("x")));
+        assert_eq!(r.call, RpcCall::GateReset { app: "lnd".into() });
+        // The id comes back with a params error.
+        let (id, e) =
+            parse_request(br#"{"jsonrpc":"2.0","id":3,"method":"gate.reset","params":{}}"#)
+                .unwrap_err();
+        assert_eq!((id, e.code), (Some(json!(3)), INVALID_PARAMS));
+        // A notification's refused call gets no answer.
+        let (id, _) = parse_request(br#"{"jsonrpc":"2.0","method":"gate.reset"}"#).unwrap_err();
+        assert_eq!(id, None);
+        let big = vec![b' '; RPC_BODY_BYTES_MAX + 1];
+        assert_eq!(parse_request(&big).unwrap_err().1.code, INVALID_REQUEST);
+        assert_eq!(parse_request(b"\xff\xfe").unwrap_err().1.code, PARSE_ERROR);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::hub::Hub;
 use crate::rpc::{self, RPC_BODY_BYTES_MAX, RPC_PATH, RpcCall, RpcError};
+
 use crate::supervisor::Event;
 
 /// Name of the socket inside the state directory.
@@ -81,15 +82,11 @@ async fn rpc_handler(State(state): State<RpcState>, body: Body) -> Response {
             ));
         }
     };
-    let envelope = match rpc::parse_envelope(&bytes) {
-        Ok(e) => e,
-        Err((id, error)) => return json_response(&rpc::response(id, Err(error))),
+    let (id, result) = match rpc::parse_request(&bytes) {
+        Ok(rpc::Request { id, call }) => (id, dispatch(&state, call).await),
+        Err((id, error)) => (id, Err(error)),
     };
-    let result = match RpcCall::parse(&envelope.method, envelope.params) {
-        Ok(call) => dispatch(&state, call).await,
-        Err(e) => Err(e),
-    };
-    match envelope.id {
+    match id {
         Some(id) => json_response(&rpc::response(id, result)),
         // A notification gets no answer (JSON-RPC 2.0), only the status.
         None => StatusCode::NO_CONTENT.into_response(),

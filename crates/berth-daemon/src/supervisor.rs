@@ -529,7 +529,7 @@ impl Supervisor {
     fn finished(&mut self, done: Result<Done, tokio::task::JoinError>) {
         match done {
             Ok(Done::Actions { results }) => {
-                let retry_at = Instant::now() + self.retry_after();
+                let retry_at = crate::instant_after(Instant::now(), self.retry_after());
                 for (app, starts, result) in results {
                     if let Err(message) = result {
                         self.stats.actions_failed += 1;
@@ -627,7 +627,7 @@ impl Supervisor {
         if self.observe_task.is_some() {
             self.woken_while_observing = true;
         }
-        let at = Instant::now() + self.settings.event_debounce;
+        let at = crate::instant_after(Instant::now(), self.settings.event_debounce);
         if at < self.next_tick {
             self.next_tick = at;
         }
@@ -849,7 +849,7 @@ impl Supervisor {
             None => self.settings.tick,
         }
         .max(Duration::from_millis(TICK_GAP_MS_MIN));
-        self.next_tick = Instant::now() + gap;
+        self.next_tick = crate::instant_after(Instant::now(), gap);
         self.stats.last_tick_duration_us =
             Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         self.stats.last_tick_engine_calls =
@@ -1099,7 +1099,7 @@ impl Supervisor {
             "uptime_ms": now.saturating_sub(self.started_at_ms),
             "engine": lock(&self.engine_info).clone(),
             "ticks": self.stats,
-            "next_tick_in_ms": self.next_tick.saturating_duration_since(Instant::now()).as_millis() as u64,
+            "next_tick_in_ms": u64::try_from(self.next_tick.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(u64::MAX),
             "in_flight": lock(&self.in_flight).held,
             "health_monitors": self.monitors.len(),
             "settings": self.settings,
@@ -1109,7 +1109,7 @@ impl Supervisor {
     async fn shutdown(&mut self) {
         tracing::info!("shutting down: cancelling health monitors, finishing in-flight work");
         self.monitors.shutdown().await;
-        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        let deadline = crate::instant_after(Instant::now(), self.settings.shutdown_timeout);
         while !self.tasks.is_empty() {
             match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
                 Ok(Some(done)) => self.finished_quietly(done),
@@ -1414,7 +1414,7 @@ async fn claim_wait(
     apps: &BTreeSet<String>,
     what: &str,
 ) -> Result<Claim, RpcError> {
-    let deadline = Instant::now() + Duration::from_millis(CLAIM_WAIT_MS_MAX);
+    let deadline = crate::instant_after(Instant::now(), Duration::from_millis(CLAIM_WAIT_MS_MAX));
     let mut _wanted = None;
     loop {
         match try_claim(in_flight, apps, what) {

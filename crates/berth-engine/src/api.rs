@@ -51,7 +51,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectNetworkOptions,
     KillContainerOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
     StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
@@ -935,11 +935,15 @@ impl Engine for ApiEngine {
     async fn stop_container(&self, name: &str, grace: Duration) -> Result<()> {
         // Round the grace up: stopping earlier than promised is the one
         // thing a grace period must never do.
-        let grace_s = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let grace_s = grace
+            .as_secs()
+            .saturating_add(u64::from(grace.subsec_nanos() > 0));
         let options = StopContainerOptionsBuilder::default()
             .t(i32::try_from(grace_s).unwrap_or(i32::MAX))
             .build();
-        let timeout_s = grace_s + STOP_SLACK_S;
+        // Saturating: a grace the manifest bounds can never wrap this, but an
+        // engine call's timeout must not depend on every caller bounding it.
+        let timeout_s = grace_s.saturating_add(STOP_SLACK_S);
         self.count();
         self.client_with_timeout(Duration::from_secs(timeout_s))
             .stop_container(name, Some(options))
@@ -986,6 +990,17 @@ impl Engine for ApiEngine {
             }) if message.contains("already in progress") => Ok(()),
             Err(e) => Err(self.map_err("remove_container", &format!("container {name}"), e)),
         }
+    }
+
+    async fn rename_container(&self, name: &str, new_name: &str) -> Result<()> {
+        let options = RenameContainerOptionsBuilder::default()
+            .name(new_name)
+            .build();
+        self.count();
+        self.docker
+            .rename_container(name, options)
+            .await
+            .map_err(|e| self.map_err("rename_container", &format!("container {name}"), e))
     }
 
     async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>> {

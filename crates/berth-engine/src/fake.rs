@@ -50,6 +50,7 @@ pub enum Call {
     Stop { name: String, grace: Duration },
     Kill { name: String, signal: String },
     Remove { name: String, force: bool },
+    Rename { name: String, new_name: String },
     Logs { name: String, tail: usize },
     Exec { name: String, argv: Vec<String> },
     Events,
@@ -75,6 +76,7 @@ pub enum CallKind {
     Stop,
     Kill,
     Remove,
+    Rename,
     Logs,
     Exec,
     Events,
@@ -100,6 +102,7 @@ impl Call {
             Call::Stop { .. } => CallKind::Stop,
             Call::Kill { .. } => CallKind::Kill,
             Call::Remove { .. } => CallKind::Remove,
+            Call::Rename { .. } => CallKind::Rename,
             Call::Logs { .. } => CallKind::Logs,
             Call::Exec { .. } => CallKind::Exec,
             Call::Events => CallKind::Events,
@@ -115,6 +118,7 @@ impl Call {
             | Call::Stop { name, .. }
             | Call::Kill { name, .. }
             | Call::Remove { name, .. }
+            | Call::Rename { name, .. }
             | Call::Logs { name, .. }
             | Call::Exec { name, .. } => format!("container {name}"),
             Call::EnsureNetwork { name } | Call::RemoveNetwork { name } => {
@@ -764,6 +768,29 @@ impl Engine for FakeEngine {
                 Ok(())
             }
         }
+    }
+
+    async fn rename_container(&self, name: &str, new_name: &str) -> Result<()> {
+        let mut st = self.begin(Call::Rename {
+            name: name.into(),
+            new_name: new_name.into(),
+        })?;
+        if st.containers.contains_key(new_name) {
+            return Err(EngineError::Conflict {
+                what: format!("container {new_name}"),
+            });
+        }
+        let Some(mut c) = st.containers.remove(name) else {
+            return Err(not_found("container", name));
+        };
+        c.spec.name = new_name.to_string();
+        st.containers.insert(new_name.to_string(), c);
+        if let Some(lines) = st.logs.remove(name) {
+            st.logs.insert(new_name.to_string(), lines);
+        }
+        // Both engines report a rename as an event of the renamed container.
+        self.emit(&st, new_name, EngineEventAction::Other);
+        Ok(())
     }
 
     async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>> {

@@ -192,6 +192,10 @@ pub trait Engine: Send + Sync {
     async fn kill_container(&self, name: &str, signal: &str) -> Result<()>;
     /// Remove a container (force also removes a running one). Missing is Ok.
     async fn remove_container(&self, name: &str, force: bool) -> Result<()>;
+    /// Rename a container (an update keeps the old one under another name
+    /// until the new one proved itself). `NotFound` when `name` does not
+    /// exist, `Conflict` when `new_name` is taken.
+    async fn rename_container(&self, name: &str, new_name: &str) -> Result<()>;
 
     /// The last `tail` lines of the container's stdout/stderr.
     async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>>;

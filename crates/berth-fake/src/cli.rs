@@ -239,7 +239,7 @@ TCP OPTIONS:
 
 MODES:
     synced     height == target; bitcoind blocks == headers, ibd false, progress 1.0;
-               monerod synchronized true, target_height == height; with
+               monerod synchronized true, target_height 0 (as 0.18); with
                --block-seconds the tip advances by itself
     syncing    height advances by itself at the sync rate; at target -> synced
     starting   bitcoind: RPC error -28 'Loading block index…';

@@ -1,6 +1,16 @@
 //! monerod-like RPC, modelled on monerod 0.18: `POST /json_rpc` (JSON-RPC
-//! 2.0, methods `get_info`, `get_block_count`) and the plain-JSON "other"
-//! endpoints `/get_info` (alias `/getinfo`) and `/get_height` (`/getheight`).
+//! 2.0, methods `get_info`, `get_block_count` alias `getblockcount`) and the
+//! plain-JSON "other" endpoints `/get_info` (alias `/getinfo`) and
+//! `/get_height` (`/getheight`).
+//!
+//! Checked against Debian's real monerod 0.18 (`crates/berth-probe/tests/
+//! monerod_real.rs` runs it): its HTTP server answers every method on these
+//! paths (a `GET /json_rpc` has an empty body, so it is an invalid request,
+//! with HTTP 200); a body that is not JSON is -32600 "Invalid Request" and
+//! JSON that is not an object is -32700 "Parse error" (the reverse of the
+//! JSON-RPC spec, kept as monerod has it); a request without a method, or
+//! with a null id, is answered with id 0; a method that is not a string is
+//! an empty HTTP 500; `getinfo` is not a JSON-RPC method (only a path).
 
 use serde_json::{Value, json};
 
@@ -23,16 +33,26 @@ fn status(v: &View) -> &'static str {
 
 /// The `get_info` result object, with monerod's field names.
 ///
-/// - synced: `synchronized` true, `target_height == height`;
+/// - synced: `synchronized` true, `target_height` 0 (monerod 0.18 reports
+///   no target once synchronized; the target only shows while it syncs);
 /// - syncing: `synchronized` false, `busy_syncing` true, height advancing;
 /// - starting: `target_height` 0, `synchronized` false, height 1, no peers;
 /// - busy: `status` "BUSY".
 pub fn get_info(v: &View, ctx: &Ctx) -> Value {
     let (height, target_height, synchronized, busy_syncing, peers_out) = match v.mode {
-        Mode::Synced => (v.height, v.height, true, false, 12),
+        Mode::Synced => (v.height, 0, true, false, 12),
         Mode::Syncing => (v.height, v.target, false, true, 12),
         Mode::Starting => (1, 0, false, false, 0),
-        Mode::Busy | Mode::Down => (v.height, v.target, v.height >= v.target, false, 12),
+        Mode::Busy | Mode::Down => {
+            let synced = v.height >= v.target;
+            (
+                v.height,
+                if synced { 0 } else { v.target },
+                synced,
+                false,
+                12,
+            )
+        }
     };
     let difficulty: u64 = 300_000_000_000;
     let cumulative = u128::from(height) * u128::from(difficulty);
@@ -105,28 +125,35 @@ fn rpc_error(id: Value, code: i64, message: &str) -> Value {
     json!({"error": {"code": code, "message": message}, "id": id, "jsonrpc": "2.0"})
 }
 
-/// `POST /json_rpc` body → reply (monerod answers HTTP 200 even for errors).
-pub fn json_rpc(body: &[u8], v: &View, ctx: &Ctx) -> Value {
+/// `/json_rpc` body → reply, which monerod sends with HTTP 200 even for
+/// errors; `None` is its empty HTTP 500 (a method that is not a string).
+/// The error codes and ids are monerod's own, see the module doc.
+pub fn json_rpc(body: &[u8], v: &View, ctx: &Ctx) -> Option<Value> {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
-        return rpc_error(json!(0), -32700, "Parse error");
+        return Some(rpc_error(json!(0), -32600, "Invalid Request"));
     };
     let Some(obj) = req.as_object() else {
-        return rpc_error(json!(0), -32600, "Invalid Request");
+        return Some(rpc_error(json!(0), -32700, "Parse error"));
     };
-    let id = obj.get("id").cloned().unwrap_or(json!(0));
-    let Some(method) = obj.get("method").and_then(Value::as_str) else {
-        return rpc_error(id, -32600, "Invalid Request");
+    let method = match obj.get("method") {
+        None | Some(Value::Null) => return Some(rpc_error(json!(0), -32600, "Invalid Request")),
+        Some(Value::String(m)) => m.as_str(),
+        Some(_) => return None,
+    };
+    let id = match obj.get("id") {
+        None | Some(Value::Null) => json!(0),
+        Some(id) => id.clone(),
     };
     let result = match method {
-        "get_info" | "getinfo" => get_info(v, ctx),
+        "get_info" => get_info(v, ctx),
         "get_block_count" | "getblockcount" => json!({
             "count": reported_height(v),
             "status": status(v),
             "untrusted": false,
         }),
-        _ => return rpc_error(id, -32601, "Method not found"),
+        _ => return Some(rpc_error(id, -32601, "Method not found")),
     };
-    json!({"id": id, "jsonrpc": "2.0", "result": result})
+    Some(json!({"id": id, "jsonrpc": "2.0", "result": result}))
 }
 
 pub fn handle(shared: &Shared, req: &Request) -> Reply {
@@ -139,19 +166,14 @@ pub fn handle(shared: &Shared, req: &Request) -> Reply {
         start_time: shared.started_unix,
         now_unix: crate::daemon::unix_now(),
     };
-    let get_or_post = matches!(req.method.as_str(), "GET" | "POST" | "HEAD");
+    // monerod's HTTP server routes by path alone: any method is answered.
     match req.path.as_str() {
-        "/json_rpc" => {
-            if req.method != "POST" {
-                return Response::new(405).with_header("Allow", "POST").into();
-            }
-            Response::json(200, &json_rpc(&req.body, &v, &ctx)).into()
-        }
-        "/get_info" | "/getinfo" if get_or_post => Response::json(200, &get_info(&v, &ctx)).into(),
-        "/get_height" | "/getheight" if get_or_post => Response::json(200, &get_height(&v)).into(),
-        "/get_info" | "/getinfo" | "/get_height" | "/getheight" => {
-            Response::new(405).with_header("Allow", "GET, POST").into()
-        }
+        "/json_rpc" => match json_rpc(&req.body, &v, &ctx) {
+            Some(reply) => Response::json(200, &reply).into(),
+            None => Response::new(500).into(),
+        },
+        "/get_info" | "/getinfo" => Response::json(200, &get_info(&v, &ctx)).into(),
+        "/get_height" | "/getheight" => Response::json(200, &get_height(&v)).into(),
         _ => Response::new(404).into(),
     }
 }
@@ -182,7 +204,8 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":"0","method":"get_info"}"#,
             &view(mode, h, t),
             &ctx(),
-        );
+        )
+        .expect("a reply");
         assert_eq!(r["jsonrpc"], "2.0");
         assert_eq!(r["id"], "0");
         r["result"].clone()
@@ -255,7 +278,10 @@ mod tests {
             (i["status"].as_str(), i["synchronized"].as_bool()),
             (Some("OK"), Some(true))
         );
-        assert_eq!(i["height"], i["target_height"]);
+        assert_eq!(
+            (i["height"].as_u64(), i["target_height"].as_u64()),
+            (Some(100), Some(0))
+        );
         assert_eq!(i["busy_syncing"], false);
         assert_eq!(i["offline"], false);
 
@@ -281,23 +307,55 @@ mod tests {
         assert_eq!(i["status"], "BUSY");
     }
 
+    /// The envelope answers Debian's monerod 0.18 gave to the same bodies.
     #[test]
-    fn json_rpc_errors_and_block_count() {
+    fn json_rpc_errors_as_the_real_monerod_answers_them() {
         let v = view(Mode::Synced, 5, 5);
-        let r = json_rpc(b"{", &v, &ctx());
-        assert_eq!(r["error"]["code"], -32700);
-        let r = json_rpc(br#"{"jsonrpc":"2.0","id":7,"method":"nope"}"#, &v, &ctx());
+        let code_and_id = |body: &[u8]| {
+            let r = json_rpc(body, &v, &ctx()).expect("a reply");
+            (r["error"]["code"].as_i64(), r["id"].clone())
+        };
+        // Not JSON (also the empty body of a GET): "Invalid Request".
+        assert_eq!(code_and_id(b"{"), (Some(-32600), json!(0)));
+        assert_eq!(code_and_id(b""), (Some(-32600), json!(0)));
+        // JSON but not an object: "Parse error".
+        for body in [&b"[1]"[..], b"[]", b"5", b"null", br#""s""#] {
+            assert_eq!(code_and_id(body), (Some(-32700), json!(0)));
+        }
+        // No method: invalid, and the request's id is not echoed.
+        assert_eq!(code_and_id(b"{}"), (Some(-32600), json!(0)));
         assert_eq!(
-            (r["error"]["code"].as_i64(), r["id"].as_i64()),
-            (Some(-32601), Some(7))
+            code_and_id(br#"{"jsonrpc":"2.0","id":1}"#),
+            (Some(-32600), json!(0))
         );
-        let r = json_rpc(br#"[1]"#, &v, &ctx());
-        assert_eq!(r["error"]["code"], -32600);
+        assert_eq!(
+            code_and_id(br#"{"jsonrpc":"2.0","id":[1],"method":"nope"}"#),
+            (Some(-32601), json!([1]))
+        );
+        // `getinfo` is a path, not a JSON-RPC method.
+        assert_eq!(
+            code_and_id(br#"{"jsonrpc":"2.0","id":9,"method":"getinfo"}"#),
+            (Some(-32601), json!(9))
+        );
+        // A method that is not a string: the empty HTTP 500.
+        assert!(json_rpc(br#"{"jsonrpc":"2.0","id":3,"method":5}"#, &v, &ctx()).is_none());
+        // A null or missing id is answered as 0; `jsonrpc` is not checked.
+        let r = json_rpc(br#"{"id":null,"method":"getblockcount"}"#, &v, &ctx()).unwrap();
+        assert_eq!(
+            (r["id"].clone(), r["result"]["count"].as_u64()),
+            (json!(0), Some(5))
+        );
+    }
+
+    #[test]
+    fn block_count_and_height() {
+        let v = view(Mode::Synced, 5, 5);
         let r = json_rpc(
             br#"{"jsonrpc":"2.0","id":1,"method":"get_block_count"}"#,
             &v,
             &ctx(),
-        );
+        )
+        .expect("a reply");
         assert_eq!(
             (
                 r["result"]["count"].as_u64(),

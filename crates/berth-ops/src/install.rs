@@ -55,9 +55,14 @@ pub async fn observe_stack(ctx: &Ctx, stack: &str) -> Result<BTreeMap<String, Ob
         .engine
         .list_containers((naming::LABEL_STACK, stack))
         .await?;
+    // Only the container under the app's own name is the app's: an
+    // update's kept container carries the same labels under another name.
     Ok(list
         .into_iter()
-        .filter_map(|c| c.app().map(str::to_string).map(|a| (a, c)))
+        .filter_map(|c| {
+            let app = c.app()?.to_string();
+            (c.name == naming::container_name(stack, &app)).then_some((app, c))
+        })
         .collect())
 }
 
@@ -444,10 +449,10 @@ async fn bring_up(
             Ok(None)
         }
         ContainerAction::Create | ContainerAction::Recreate { .. } => {
-            let kind = if matches!(action, ContainerAction::Create) && known.is_none() {
-                "install"
-            } else {
-                "reinstall"
+            let kind = match action {
+                ContainerAction::Create if known.is_none() => "install",
+                ContainerAction::Recreate { .. } => plan::OP_UPDATE,
+                _ => "reinstall",
             };
             let installed_at = known.map(|k| k.installed_at_ms);
             create_journaled(
@@ -502,6 +507,16 @@ impl<'a> Journal<'a> {
             .store()
             .complete_step(step.0, created, berth_store::now_ms())?;
         crash_point(&step.1, "done");
+        Ok(())
+    }
+
+    /// An update's commit point: the new record and the commit step in one
+    /// transaction (see `berth_core::plan::STEP_COMMIT`).
+    pub(crate) fn commit(&self, rec: &berth_store::AppRecord) -> Result<()> {
+        self.ctx
+            .store()
+            .commit_update(self.op, plan::STEP_COMMIT, rec, berth_store::now_ms())?;
+        crash_point(plan::STEP_COMMIT, "done");
         Ok(())
     }
 
@@ -564,16 +579,16 @@ async fn create_journaled(
     .await;
     match result {
         Ok(()) => {
-            ctx.store().put_app(&stackdb::record_for(
-                stack,
-                app,
-                stack_file,
-                Desired::Running,
-                installed_at,
-            ))?;
+            let rec = stackdb::record_for(stack, app, stack_file, Desired::Running, installed_at);
+            if kind == plan::OP_UPDATE {
+                journal.commit(&rec)?;
+                remove_kept(ctx, &app.id, &spec.name, &journal).await?;
+            } else {
+                ctx.store().put_app(&rec)?;
+            }
             journal.finish(OpOutcome::Succeeded, None)?;
             let mut what = match action {
-                ContainerAction::Recreate { reason } => format!("recreated {}: {reason}", app.id),
+                ContainerAction::Recreate { reason } => format!("updated {}: {reason}", app.id),
                 _ => format!("installed {}", app.id),
             };
             if let Some(reason) = hold {
@@ -581,10 +596,10 @@ async fn create_journaled(
             }
             ctx.event(
                 Some(&app.id),
-                if kind == "install" {
-                    "installed"
-                } else {
-                    "recreated"
+                match kind {
+                    "install" => "installed",
+                    plan::OP_UPDATE => "updated",
+                    _ => "recreated",
                 },
                 what.clone(),
             );
@@ -597,16 +612,33 @@ async fn create_journaled(
         Err(failure) => {
             // Gather evidence before the rollback removes the container.
             let (exit_code, logs) = evidence(ctx, &spec.name).await;
-            rollback(ctx, &journal).await;
+            let remains = rollback(ctx, &journal).await;
             let redactor =
                 berth_store::Redactor::new(ctx.state.secrets().all_values().unwrap_or_default());
             let reason = redactor.redact(&failure.to_string());
-            let _ = journal.finish(OpOutcome::RolledBack, Some(&reason));
-            ctx.event(
-                Some(&app.id),
-                "install-failed",
-                format!("{kind} of {} failed and was rolled back: {reason}", app.id),
-            );
+            if kind == plan::OP_UPDATE {
+                let mut message = format!("update of {} failed: {reason}", app.id);
+                if let Some(code) = exit_code {
+                    message.push_str(&format!(" (new container exit code {code})"));
+                }
+                if remains.is_empty() {
+                    message.push_str("; the previous version is back");
+                } else {
+                    // The journal stays unfinished: the next berth command
+                    // (or daemon start) retries the rollback first.
+                    message.push_str(&format!("; rollback incomplete: {}", remains.join(", ")));
+                }
+                ctx.event(Some(&app.id), "update-failed", message);
+            } else {
+                ctx.event(
+                    Some(&app.id),
+                    "install-failed",
+                    format!("{kind} of {} failed and was rolled back: {reason}", app.id),
+                );
+            }
+            if remains.is_empty() || kind != plan::OP_UPDATE {
+                journal.finish(OpOutcome::RolledBack, Some(&reason))?;
+            }
             Err(OpsError::Install {
                 app: app.id.clone(),
                 reason,
@@ -641,14 +673,10 @@ async fn create_steps(
     start: bool,
 ) -> Result<(), StepFailure> {
     if let ContainerAction::Recreate { .. } = action {
-        ctx.step(&app.id, "removing old container");
-        let s = journal.intent("remove-container", &spec.name)?;
-        ctx.engine
-            .stop_container(&spec.name, app.stop_grace)
-            .await
-            .or_else(ignore_missing)?;
-        ctx.engine.remove_container(&spec.name, true).await?;
-        journal.done(s, false)?;
+        // The new image first, while the old version keeps running: a
+        // pull that fails changes nothing.
+        ensure_image(ctx, app, journal).await?;
+        keep_old(ctx, app, &spec.name, journal).await?;
     }
 
     network_ready
@@ -737,6 +765,75 @@ async fn create_steps(
     Ok(())
 }
 
+/// An update's step 3: stop the old container and keep it, renamed, until
+/// the new one has proved itself (never remove it yet: a new version that
+/// fails must find the old one to go back to).
+async fn keep_old(
+    ctx: &Ctx,
+    app: &App,
+    name: &str,
+    journal: &Journal<'_>,
+) -> Result<(), StepFailure> {
+    let Some(old) = ctx.engine.inspect_container(name).await? else {
+        // Vanished meanwhile: there is nothing to keep.
+        return Ok(());
+    };
+    let kept = naming::kept_container_name(name);
+    // A kept container can only be left over by an update that committed
+    // but could not remove it (the app's own container exists): stale.
+    ctx.engine.remove_container(&kept, true).await?;
+    let kind = if old.status == EngineStatus::Running {
+        plan::STEP_KEEP_RUNNING
+    } else {
+        plan::STEP_KEEP_STOPPED
+    };
+    ctx.step(&app.id, "stopping the old version (kept until the new one runs)");
+    let s = journal.intent(kind, name)?;
+    ctx.engine
+        .stop_container(name, app.stop_grace)
+        .await
+        .or_else(ignore_missing)?;
+    ctx.engine.rename_container(name, &kept).await?;
+    journal.done(s, false)?;
+    Ok(())
+}
+
+/// After an update's commit: the kept old container goes. A failure here
+/// is reported, not fatal: the update stands, and the next update or the
+/// uninstall removes the leftover.
+async fn remove_kept(ctx: &Ctx, app: &str, name: &str, journal: &Journal<'_>) -> Result<()> {
+    let kept = naming::kept_container_name(name);
+    let s = journal.intent("remove-kept", &kept)?;
+    match ctx.engine.remove_container(&kept, true).await {
+        Ok(()) => journal.done(s, false)?,
+        Err(e) => ctx.event(
+            Some(app),
+            "update-cleanup-failed",
+            format!("updated {app}, but the previous container {kept} could not be removed: {e}"),
+        ),
+    }
+    Ok(())
+}
+
+/// Put the container an update kept back under its own name `name`
+/// (removing the new one, if any, first) and start it again when it was
+/// running. When nothing was kept (berth died before the rename), the
+/// old container still has its name: it is only started again.
+async fn restore_kept(ctx: &Ctx, name: &str, start: bool) -> Result<(), EngineError> {
+    let kept = naming::kept_container_name(name);
+    if ctx.engine.inspect_container(&kept).await?.is_some() {
+        ctx.engine.remove_container(name, true).await?;
+        ctx.engine.rename_container(&kept, name).await?;
+    }
+    if start
+        && let Some(c) = ctx.engine.inspect_container(name).await?
+        && c.status != EngineStatus::Running
+    {
+        ctx.engine.start_container(name).await?;
+    }
+    Ok(())
+}
+
 fn ignore_missing(e: EngineError) -> Result<(), EngineError> {
     if e.is_not_found() { Ok(()) } else { Err(e) }
 }
@@ -814,7 +911,13 @@ async fn wait_ready(
     spec: &ContainerSpec,
 ) -> Result<(), StepFailure> {
     let started = Instant::now();
-    let deadline = started + stack.settings.start_timeout;
+    // `Instant + Duration` panics on overflow; the manifest bounds the
+    // timeout, and a deadline that cannot be represented is no deadline.
+    let deadline = started
+        .checked_add(stack.settings.start_timeout)
+        .unwrap_or_else(|| {
+            started + std::time::Duration::from_secs(berth_core::manifest::START_TIMEOUT_S_MAX)
+        });
     if !is_running(ctx, &spec.name).await? {
         return Err(StepFailure::Other(
             "container exited right after start".into(),
@@ -980,6 +1083,13 @@ pub(crate) async fn rollback(ctx: &Ctx, journal: &Journal<'_>) -> Vec<String> {
                 };
                 (*step, format!("secret {name}"), r)
             }
+            Undo::RestoreKept { name, step, start } => (
+                *step,
+                format!("previous container of {name}"),
+                restore_kept(ctx, name, *start)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
         };
         match r {
             Ok(()) => {

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use berth_core::plan::{Recovery, recovery_for};
+use berth_core::naming;
+use berth_core::plan::{self, Recovery, recovery_for};
 use berth_store::OpOutcome;
 use serde::Serialize;
 
@@ -46,6 +47,7 @@ pub async fn recover(ctx: &Arc<Ctx>) -> Result<Vec<Recovered>> {
                     )
                 }
             }
+            (Recovery::Update, _) => recover_update(ctx, &journal, &op.app).await?,
             (Recovery::Resume, "uninstall" | "uninstall-keep-data") => {
                 let opts = UninstallOptions {
                     keep_data: op.kind == "uninstall-keep-data",
@@ -112,4 +114,42 @@ pub async fn recover(ctx: &Arc<Ctx>) -> Result<Vec<Recovered>> {
         });
     }
     Ok(out)
+}
+
+/// An interrupted update ends with exactly one container for the app:
+/// past its commit point the new one (the kept old one is removed),
+/// before it the old one (the new one is removed and the kept one put
+/// back under its name, started again if it was running).
+async fn recover_update(ctx: &Arc<Ctx>, journal: &Journal<'_>, app: &str) -> Result<String> {
+    let steps = journal.steps()?;
+    let container = steps
+        .iter()
+        .find(|s| s.kind == plan::STEP_KEEP_RUNNING || s.kind == plan::STEP_KEEP_STOPPED)
+        .map(|s| s.resource.clone());
+    if plan::update_committed(&steps) {
+        if let Some(name) = &container {
+            let kept = naming::kept_container_name(name);
+            if let Err(e) = ctx.engine.remove_container(&kept, true).await {
+                return Ok(format!(
+                    "interrupted update of {app} had committed; its previous container {kept} \
+                     could not be removed yet: {e}"
+                ));
+            }
+        }
+        journal.finish(OpOutcome::Resumed, Some("interrupted after its commit; finished"))?;
+        return Ok(format!("interrupted update of {app} finished (new version kept)"));
+    }
+    let remains = rollback(ctx, journal).await;
+    if !remains.is_empty() {
+        // Left unfinished: the next start tries again.
+        return Ok(format!(
+            "rollback of interrupted update of {app} incomplete: {}",
+            remains.join(", ")
+        ));
+    }
+    journal.finish(
+        OpOutcome::RolledBack,
+        Some("interrupted before its commit; previous version restored"),
+    )?;
+    Ok(format!("interrupted update of {app} rolled back to the previous version"))
 }

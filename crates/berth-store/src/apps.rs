@@ -127,31 +127,19 @@ impl AppRow {
 impl Store {
     /// Inserts the app or replaces the stored record with the same id.
     pub fn put_app(&self, rec: &AppRecord) -> Result<()> {
-        let app_json = serde_json::to_string(&rec.app).map_err(|e| {
-            StoreError::invalid_state(format!("app {}: manifest does not encode: {e}", rec.id))
-        })?;
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (id) DO UPDATE SET
-                stack = excluded.stack,
-                stack_file = excluded.stack_file,
-                network = excluded.network,
-                app_json = excluded.app_json,
-                desired = excluded.desired,
-                installed_at_ms = excluded.installed_at_ms,
-                updated_at_ms = excluded.updated_at_ms"
-        ))?;
-        stmt.execute(params![
-            rec.id,
-            rec.stack,
-            rec.stack_file,
-            rec.network,
-            app_json,
-            rec.desired.as_str(),
-            rec.installed_at_ms,
-            rec.updated_at_ms,
-        ])?;
+        put_app_on(&self.conn(), rec)
+    }
+
+    /// An update's commit point, in one transaction: the app's new record
+    /// and a finished `kind` step of operation `op`. A crash leaves
+    /// either both or neither, so recovery can tell from the journal alone
+    /// whether the new container is the app's.
+    pub fn commit_update(&self, op: i64, kind: &str, rec: &AppRecord, now_ms: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        put_app_on(&tx, rec)?;
+        crate::journal::record_done_step_on(&tx, op, kind, &rec.id, now_ms)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -252,4 +240,32 @@ impl Store {
         tx.commit()?;
         Ok(n > 0)
     }
+}
+
+fn put_app_on(conn: &rusqlite::Connection, rec: &AppRecord) -> Result<()> {
+    let app_json = serde_json::to_string(&rec.app).map_err(|e| {
+        StoreError::invalid_state(format!("app {}: manifest does not encode: {e}", rec.id))
+    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (id) DO UPDATE SET
+            stack = excluded.stack,
+            stack_file = excluded.stack_file,
+            network = excluded.network,
+            app_json = excluded.app_json,
+            desired = excluded.desired,
+            installed_at_ms = excluded.installed_at_ms,
+            updated_at_ms = excluded.updated_at_ms"
+    ))?;
+    stmt.execute(params![
+        rec.id,
+        rec.stack,
+        rec.stack_file,
+        rec.network,
+        app_json,
+        rec.desired.as_str(),
+        rec.installed_at_ms,
+        rec.updated_at_ms,
+    ])?;
+    Ok(())
 }

@@ -205,27 +205,7 @@ impl Store {
     pub fn record_step(&self, op: i64, kind: &str, resource: &str, now_ms: i64) -> Result<i64> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (op_kind, op_app, finished) = op_header(&tx, op)?;
-        if finished {
-            return Err(StoreError::invalid_state(format!(
-                "operation {op} ({op_kind} {op_app}) already finished; \
-                 cannot record step {kind} {resource}"
-            )));
-        }
-        let seq: i64 = tx
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE op_id = ?1")?
-            .query_row([op], |row| row.get(0))?;
-        if seq > STEPS_PER_OP_MAX {
-            return Err(StoreError::invalid_state(format!(
-                "operation {op} ({op_kind} {op_app}) already has {STEPS_PER_OP_MAX} steps"
-            )));
-        }
-        tx.prepare_cached(
-            "INSERT INTO steps (op_id, seq, kind, resource, state, created, recorded_at_ms, updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
-        )?
-        .execute(params![op, seq, kind, resource, STEP_STATE_INTENT, now_ms])?;
-        let id = tx.last_insert_rowid();
+        let id = insert_step(&tx, op, kind, resource, STEP_STATE_INTENT, now_ms)?;
         tx.commit()?;
         Ok(id)
     }
@@ -330,4 +310,48 @@ impl Store {
         };
         with_steps(&conn, ops)
     }
+}
+
+
+/// Records step `kind` on `resource` of operation `op` as already done,
+/// inside the caller's transaction (an update's commit point).
+pub(crate) fn record_done_step_on(
+    conn: &Connection,
+    op: i64,
+    kind: &str,
+    resource: &str,
+    now_ms: i64,
+) -> Result<i64> {
+    insert_step(conn, op, kind, resource, STEP_STATE_DONE, now_ms)
+}
+
+fn insert_step(
+    conn: &Connection,
+    op: i64,
+    kind: &str,
+    resource: &str,
+    state: &str,
+    now_ms: i64,
+) -> Result<i64> {
+    let (op_kind, op_app, finished) = op_header(conn, op)?;
+    if finished {
+        return Err(StoreError::invalid_state(format!(
+            "operation {op} ({op_kind} {op_app}) already finished; \
+             cannot record step {kind} {resource}"
+        )));
+    }
+    let seq: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE op_id = ?1")?
+        .query_row([op], |row| row.get(0))?;
+    if seq > STEPS_PER_OP_MAX {
+        return Err(StoreError::invalid_state(format!(
+            "operation {op} ({op_kind} {op_app}) already has {STEPS_PER_OP_MAX} steps"
+        )));
+    }
+    conn.prepare_cached(
+        "INSERT INTO steps (op_id, seq, kind, resource, state, created, recorded_at_ms, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
+    )?
+    .execute(params![op, seq, kind, resource, state, now_ms])?;
+    Ok(conn.last_insert_rowid())
 }

@@ -8,6 +8,7 @@
 mod apps;
 mod error;
 mod events;
+pub mod files;
 mod gates;
 mod journal;
 mod runs;
@@ -25,6 +26,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use apps::{AppRecord, Desired};
 pub use error::{Result, StoreError};
 pub use events::{EVENT_MESSAGE_MAX_BYTES, EVENTS_MAX, EventRecord, NewEvent};
+pub use files::{
+    APP_FILE_MAX_BYTES, ReadFileError, STACK_FILE_MAX_BYTES, read_include, read_text_capped,
+};
 pub use journal::{
     OP_ERROR_MAX_BYTES, OP_STATE_RUNNING, OPS_MAX, OpOutcome, Operation, STEP_STATE_DONE,
     STEP_STATE_INTENT, STEP_STATE_UNDONE, STEPS_PER_OP_MAX, Step,

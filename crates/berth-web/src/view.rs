@@ -656,6 +656,7 @@ pub fn badge_of(a: &AppView) -> StateBadge {
             "install" => "installing",
             "uninstall" => "uninstalling",
             "reinstall" => "reinstalling",
+            "update" => "updating",
             "start" => "starting",
             "stop" => "stopping",
             "restart" => "restarting",

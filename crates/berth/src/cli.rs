@@ -206,6 +206,42 @@ pub enum Command {
         #[command(flatten)]
         json: Json,
     },
+    /// Import stacks from other tools into a berth stack file.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import docker-compose files (merged in order, like `-f a -f b`) into a berth stack file; every key is reported as mapped, changed, unsupported or skipped (docs/import-compose.md).
+    Compose(ImportCompose),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCompose {
+    /// Compose files, merged in order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Variables for interpolation (default: .env beside the first file, when it exists); the shell's environment wins.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Also import services of this profile (repeatable; "*" for all).
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Vec<String>,
+    /// Stack name (default: the file's `name:`, else the first file's directory name).
+    #[arg(long, value_name = "NAME")]
+    pub project_name: Option<String>,
+    /// Stack file to write ("-" for stdout).
+    #[arg(short, long, default_value = "berth.toml")]
+    pub output: PathBuf,
+    /// Refuse (write nothing) when a key is unsupported or a variable is unset.
+    #[arg(long)]
+    pub strict: bool,
+    /// Leave the mapped keys out of the report (changes and refusals are always printed).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -87,9 +87,10 @@ pub type CmdResult<T = u8> = Result<T, Failure>;
 /// Load a stack file (or a single app manifest) and validate it.
 pub fn load_stack(path: &Path) -> CmdResult<Stack> {
     berth_ops::load_stack_file(path).map_err(|e| match e {
-        berth_ops::StackFileError::Read { path, source } => Failure::usage(
-            anyhow::Error::new(source).context(format!("cannot read {}", path.display())),
-        ),
+        // The read error names the path itself (control characters escaped).
+        berth_ops::StackFileError::Read { source, .. } => {
+            Failure::usage(anyhow::Error::new(source))
+        }
         berth_ops::StackFileError::Invalid {
             display,
             diagnostics,

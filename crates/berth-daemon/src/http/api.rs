@@ -54,16 +54,98 @@ pub struct AppDetail {
     pub events: Vec<EventView>,
 }
 
+/// `data` of the live stream's `app-removed` event.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemovedApp {
+    /// The uninstalled app's id.
+    pub id: String,
+}
+
+/// `data` of the live stream's `badges` event.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BadgesChange {
+    pub badges: Vec<berth_web::Badge>,
+    pub stacks: Vec<berth_web::view::StackView>,
+}
+
+/// One event of `GET /api/events/stream`: `event` is the SSE event name,
+/// `data` the JSON of its `data:` lines.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event", content = "data", rename_all = "kebab-case")]
+pub enum LiveEvent {
+    /// First, on connect: the whole state (as `GET /api/state`).
+    State(StateView),
+    /// This client fell behind: the whole state again.
+    Resync(StateView),
+    /// A new history event (the SSE `id:` is its id).
+    Event(EventView),
+    /// An app's view changed (the `apps[]` element).
+    App(berth_web::AppView),
+    /// An app was uninstalled.
+    AppRemoved(RemovedApp),
+    /// The list of app ids changed.
+    Apps(Vec<String>),
+    /// Stack badges changed.
+    Badges(BadgesChange),
+    /// The sync gauges changed.
+    Nodes(Vec<berth_web::view::NodeView>),
+    /// The engine went away or came back.
+    Engine(berth_web::view::EngineView),
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only this app's events.
+    #[param(pattern = "^[a-z]([a-z0-9-]{0,29}[a-z0-9])?$", max_length = 31)]
     pub app: Option<String>,
     /// Events after this id (oldest first); without it, the newest `limit`.
+    #[param(minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)]
     pub after_id: Option<i64>,
-    /// At most this many (default 50, at most 1000).
-    pub limit: Option<usize>,
+    /// At most this many (default 50).
+    #[param(minimum = 0, maximum = 1000)]
+    pub limit: Option<u64>,
+}
+
+/// A query's `limit`, refused (400) above `max` so the answer matches the
+/// documented `maximum`.
+pub(crate) fn bounded_limit(
+    limit: Option<u64>,
+    default: usize,
+    max: usize,
+) -> Result<usize, Response> {
+    match limit {
+        None => Ok(default),
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("limit must be between 0 and {max}, not {n}"),
+            )),
+        },
+    }
+}
+
+/// An app id from a path or a query, refused (400) unless it has the
+/// documented shape.
+pub(crate) fn app_id(id: &str) -> Result<(), Response> {
+    if rpc::is_app_id(id) {
+        Ok(())
+    } else {
+        let shown: String = id.chars().take(64).collect();
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "{shown:?} is not an app id (1 to {} lowercase letters, digits or '-', starting with a letter)",
+                rpc::APP_ID_BYTES_MAX
+            ),
+        ))
+    }
 }
 
 struct BearerAuth;
@@ -87,7 +169,7 @@ impl Modify for BearerAuth {
         version = "1"
     ),
     paths(health, state, app, events, events_stream, runs, run, metrics),
-    components(schemas(ApiError, EventView, EventsPage, AppDetail)),
+    components(schemas(ApiError, EventView, EventsPage, AppDetail, LiveEvent, RemovedApp, BadgesChange)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -119,7 +201,9 @@ pub async fn health() -> Response {
 #[utoipa::path(get, path = "/metrics",
     responses(
         (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
-        (status = 401, description = "no or wrong token", body = ApiError)))]
+        (status = 401, description = "no or wrong token", body = ApiError),
+        (status = 408, description = "not answered within request_timeout (empty body)"),
+        (status = 429, description = "this client sent too many wrong tokens", body = ApiError)))]
 pub async fn metrics(State(s): State<HttpState>) -> Response {
     // The per-app gauges come from the snapshot: bring it up to date.
     s.hub
@@ -144,7 +228,9 @@ fn json_text(status: StatusCode, body: String) -> Response {
 #[utoipa::path(get, path = "/api/state",
     responses(
         (status = 200, description = "the whole state", body = StateView),
-        (status = 401, description = "no or wrong token", body = ApiError)))]
+        (status = 401, description = "no or wrong token", body = ApiError),
+        (status = 408, description = "not answered within request_timeout (empty body)"),
+        (status = 429, description = "this client sent too many wrong tokens", body = ApiError)))]
 pub async fn state(State(s): State<HttpState>) -> Response {
     let snap = s
         .hub
@@ -155,12 +241,20 @@ pub async fn state(State(s): State<HttpState>) -> Response {
 
 /// One app and its newest events.
 #[utoipa::path(get, path = "/api/apps/{id}",
-    params(("id" = String, Path, description = "app id")),
+    params(("id" = String, Path, description = "app id",
+        pattern = "^[a-z]([a-z0-9-]{0,29}[a-z0-9])?$", max_length = 31)),
     responses(
         (status = 200, description = "the app", body = AppDetail),
+        (status = 400, description = "not an app id", body = ApiError),
         (status = 404, description = "not installed", body = ApiError),
-        (status = 401, description = "no or wrong token", body = ApiError)))]
+        (status = 401, description = "no or wrong token", body = ApiError),
+        (status = 408, description = "not answered within request_timeout (empty body)"),
+        (status = 429, description = "this client sent too many wrong tokens", body = ApiError),
+        (status = 503, description = "the daemon is busy or shutting down", body = ApiError)))]
 pub async fn app(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
+    if let Err(r) = app_id(&id) {
+        return r;
+    }
     let snap = s
         .hub
         .fresh_snapshot(Duration::from_millis(FRESH_WAIT_MS_MAX))
@@ -190,7 +284,10 @@ pub async fn app(State(s): State<HttpState>, Path(id): Path<String>) -> Response
     responses(
         (status = 200, description = "events, oldest first", body = EventsPage),
         (status = 400, description = "bad query", body = ApiError),
-        (status = 401, description = "no or wrong token", body = ApiError)))]
+        (status = 401, description = "no or wrong token", body = ApiError),
+        (status = 408, description = "not answered within request_timeout (empty body)"),
+        (status = 429, description = "this client sent too many wrong tokens", body = ApiError),
+        (status = 503, description = "the daemon is busy or shutting down", body = ApiError)))]
 pub async fn events(
     State(s): State<HttpState>,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
@@ -199,14 +296,20 @@ pub async fn events(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad-request", e.body_text()),
     };
-    match list_events(
-        &s,
-        q.app,
-        q.after_id,
-        q.limit.unwrap_or(rpc::EVENTS_LIST_LIMIT_DEFAULT),
-    )
-    .await
+    let limit = match bounded_limit(
+        q.limit,
+        rpc::EVENTS_LIST_LIMIT_DEFAULT,
+        rpc::EVENTS_LIST_LIMIT_MAX,
+    ) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    if let Some(app) = &q.app
+        && let Err(r) = app_id(app)
     {
+        return r;
+    }
+    match list_events(&s, q.app, q.after_id, limit).await {
         Ok(page) => json_text(
             StatusCode::OK,
             serde_json::to_string(&page).unwrap_or_default(),
@@ -248,8 +351,9 @@ async fn list_events(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
-    /// At most this many (default 50, at most 1000).
-    pub limit: Option<usize>,
+    /// At most this many (default 50).
+    #[param(minimum = 0, maximum = 1000)]
+    pub limit: Option<u64>,
 }
 
 /// The newest vet and verify runs (`berth vet`, `berth verify`), newest
@@ -260,13 +364,23 @@ pub struct RunsQuery {
     responses(
         (status = 200, description = "runs, newest first", body = RunsView),
         (status = 400, description = "bad query", body = ApiError),
-        (status = 401, description = "no or wrong token", body = ApiError)))]
+        (status = 401, description = "no or wrong token", body = ApiError),
+        (status = 408, description = "not answered within request_timeout (empty body)"),
+        (status = 429, description = "this client sent too many wrong tokens", body = ApiError),
+        (status = 503, description = "the daemon is busy or shutting down", body = ApiError)))]
 pub async fn runs(
     State(s): State<HttpState>,
     q: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     match q {
-        Ok(Query(q)) => super::runs::api_list(&s, q.limit).await,
+        Ok(Query(q)) => match bounded_limit(
+            q.limit,
+            super::runs::API_RUNS_DEFAULT,
+            rpc::RUNS_LIST_LIMIT_MAX,
+        ) {
+            Ok(limit) => super::runs::api_list(&s, Some(limit)).await,
+            Err(r) => r,
+        },
         Err(e) => error(StatusCode::BAD_REQUEST, "bad-request", e.body_text()),
     }
 }
@@ -277,12 +391,16 @@ pub async fn runs(
 /// now, and for a verify run the app × cell scorecard (● every iteration
 /// passed, ◐ some, ○ none or not run, – not applicable).
 #[utoipa::path(get, path = "/api/runs/{id}",
-    params(("id" = String, Path, description = "run id (`berth run list`)")),
+    params(("id" = String, Path, description = "run id (`berth run list`)",
+        pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$", max_length = 128)),
     responses(
         (status = 200, description = "the run", body = RunDetailView),
         (status = 400, description = "not a run id", body = ApiError),
         (status = 404, description = "no such run", body = ApiError),
-        (status = 401, description = "no or wrong token", body = ApiError)))]
+        (status = 401, description = "no or wrong token", body = ApiError),
+        (status = 408, description = "not answered within request_timeout (empty body)"),
+        (status = 429, description = "this client sent too many wrong tokens", body = ApiError),
+        (status = 503, description = "the daemon is busy or shutting down", body = ApiError)))]
 pub async fn run(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
     super::runs::api_show(&s, &id).await
 }
@@ -294,10 +412,15 @@ pub async fn run(State(s): State<HttpState>, Path(id): Path<String>) -> Response
 /// whole state again). `Last-Event-ID` or `?after_id=` replays history
 /// events after that id first.
 #[utoipa::path(get, path = "/api/events/stream",
-    params(("after_id" = Option<i64>, Query, description = "replay events after this id first")),
+    params(
+        ("after_id" = Option<i64>, Query, description = "replay events after this id first",
+            minimum = -9223372036854775808i64, maximum = 9223372036854775807i64),
+        ("Last-Event-ID" = Option<String>, Header, description = "as `after_id` (browsers send it on reconnect); a value that is not a whole number is ignored")),
     responses(
-        (status = 200, description = "an endless text/event-stream", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "an endless text/event-stream; each event's `data` is described by the `LiveEvent` schema", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "bad query (an unknown parameter, an `after_id` that is not a whole number)", body = ApiError),
         (status = 401, description = "no or wrong token", body = ApiError),
+        (status = 429, description = "this client sent too many wrong tokens", body = ApiError),
         (status = 503, description = "too many live clients", body = ApiError)))]
 pub async fn events_stream() {}
 

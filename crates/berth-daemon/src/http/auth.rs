@@ -10,9 +10,12 @@
 //!   the session's CSRF token (header `X-Berth-CSRF`, or the form field
 //!   `_csrf` for browsers without JavaScript) and, when the browser sends
 //!   `Origin`, come from the daemon's own origin.
-//! - Failed logins (and wrong bearer tokens) are counted: more than
-//!   `LOGIN_FAILURES_MAX` within `LOGIN_WINDOW_MS` lock the login form for
-//!   `LOGIN_LOCKOUT_MS` (every attempt answered 429, the right token too).
+//! - Failed logins (and wrong bearer tokens) are counted per client
+//!   address (an IPv6 client per /64): `LOGIN_FAILURES_MAX` within
+//!   `LOGIN_WINDOW_MS` lock that client out of the login form for
+//!   `LOGIN_LOCKOUT_MS` (every attempt answered 429, the right token too);
+//!   other clients, the host's own loopback ones included, are not
+//!   affected.
 //!   A request with the right bearer token always passes: it is 256 random
 //!   bits, and locking the API out would let anyone on the host deny it.
 //!
@@ -240,14 +243,49 @@ impl Sessions {
     }
 }
 
-/// Counts failed logins; pure (the time is a parameter).
+/// Client addresses the limiter keeps counts for at once; when a new one
+/// comes, the one seen longest ago is forgotten (forgetting only ever
+/// unlocks, never locks anyone).
+pub const LOGIN_CLIENTS_MAX: usize = 1_024;
+
+/// Who failed logins are counted for: an IPv4 address, or the /64 prefix
+/// of an IPv6 one (a single host usually holds a whole /64, so counting
+/// single IPv6 addresses would let it rotate past the limit). `Unknown`
+/// is a request without a peer address (served in process, never on TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClientKey {
+    V4([u8; 4]),
+    V6Prefix([u8; 8]),
+    Unknown,
+}
+
+impl ClientKey {
+    pub fn of(addr: Option<std::net::IpAddr>) -> ClientKey {
+        use std::net::IpAddr;
+        match addr {
+            None => ClientKey::Unknown,
+            Some(IpAddr::V4(a)) => ClientKey::V4(a.octets()),
+            Some(IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+                Some(v4) => ClientKey::V4(v4.octets()),
+                None => {
+                    let o = a.octets();
+                    let mut p = [0u8; 8];
+                    p.copy_from_slice(&o[..8]);
+                    ClientKey::V6Prefix(p)
+                }
+            },
+        }
+    }
+}
+
+/// Counts failed logins of one client; pure (the time is a parameter).
 #[derive(Debug, Default)]
-pub struct LoginLimiter {
+pub struct ClientFailures {
     failures: VecDeque<u64>,
     locked_until_ms: Option<u64>,
 }
 
-impl LoginLimiter {
+impl ClientFailures {
     /// `Err(ms)` while locked: how long until it opens again.
     pub fn check(&mut self, now_ms: u64) -> Result<(), u64> {
         match self.locked_until_ms {
@@ -261,7 +299,7 @@ impl LoginLimiter {
         }
     }
 
-    /// A failed attempt; returns whether it locked the form.
+    /// A failed attempt; returns whether it locked this client out.
     pub fn failed(&mut self, now_ms: u64) -> bool {
         while self
             .failures
@@ -275,10 +313,60 @@ impl LoginLimiter {
             self.failures.pop_front();
         }
         if self.failures.len() >= LOGIN_FAILURES_MAX && self.locked_until_ms.is_none() {
-            self.locked_until_ms = Some(now_ms + LOGIN_LOCKOUT_MS);
+            self.locked_until_ms = Some(now_ms.saturating_add(LOGIN_LOCKOUT_MS));
             return true;
         }
         false
+    }
+
+    /// The newest failure (for eviction).
+    fn last_ms(&self) -> u64 {
+        self.failures.back().copied().unwrap_or(0)
+    }
+}
+
+/// Failed logins counted per client address (see [`ClientKey`]): one
+/// client's burst locks out that client only, so a remote guesser can
+/// never lock the host's own loopback clients out. At most
+/// [`LOGIN_CLIENTS_MAX`] clients are tracked.
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    clients: BTreeMap<ClientKey, ClientFailures>,
+}
+
+impl LoginLimiter {
+    /// `Err(ms)` while `client` is locked out: how long until it may try
+    /// again.
+    pub fn check(&mut self, client: ClientKey, now_ms: u64) -> Result<(), u64> {
+        match self.clients.get_mut(&client) {
+            Some(c) => c.check(now_ms),
+            None => Ok(()),
+        }
+    }
+
+    /// A failed attempt of `client`; returns whether it locked it out.
+    pub fn failed(&mut self, client: ClientKey, now_ms: u64) -> bool {
+        if !self.clients.contains_key(&client) && self.clients.len() >= LOGIN_CLIENTS_MAX {
+            // Forget the client whose last failure is oldest.
+            let oldest = self
+                .clients
+                .iter()
+                .min_by_key(|(_, c)| c.last_ms())
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.clients.remove(&k);
+            }
+        }
+        self.clients.entry(client).or_default().failed(now_ms)
+    }
+
+    /// Clients tracked now.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
     }
 }
 
@@ -370,19 +458,65 @@ mod tests {
 
     #[test]
     fn limiter_locks_after_a_burst_and_opens_again() {
+        let me = ClientKey::of(Some("192.0.2.7".parse().unwrap()));
         let mut l = LoginLimiter::default();
         for i in 0..LOGIN_FAILURES_MAX as u64 - 1 {
-            assert!(l.check(i).is_ok());
-            assert!(!l.failed(i));
+            assert!(l.check(me, i).is_ok());
+            assert!(!l.failed(me, i));
         }
-        assert!(l.failed(10));
-        assert_eq!(l.check(11), Err(LOGIN_LOCKOUT_MS - 1));
-        assert!(l.check(10 + LOGIN_LOCKOUT_MS).is_ok());
+        assert!(l.failed(me, 10));
+        assert_eq!(l.check(me, 11), Err(LOGIN_LOCKOUT_MS - 1));
+        assert!(l.check(me, 10 + LOGIN_LOCKOUT_MS).is_ok());
         // Failures spread out more than the window never lock.
         let mut l = LoginLimiter::default();
         for i in 0..20u64 {
-            assert!(!l.failed(i * (LOGIN_WINDOW_MS / 4 + 1)));
+            assert!(!l.failed(me, i * (LOGIN_WINDOW_MS / 4 + 1)));
         }
+    }
+
+    #[test]
+    fn a_remote_burst_of_failed_logins_never_locks_out_loopback() {
+        let remote = ClientKey::of(Some("203.0.113.9".parse().unwrap()));
+        let mut l = LoginLimiter::default();
+        for i in 0..LOGIN_FAILURES_MAX as u64 * 3 {
+            l.failed(remote, i);
+        }
+        assert!(l.check(remote, 100).is_err());
+        for lo in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            let k = ClientKey::of(Some(lo.parse().unwrap()));
+            assert!(
+                l.check(k, 100).is_ok(),
+                "{lo} locked out by a remote client"
+            );
+        }
+        // Another remote client is not locked either.
+        let other = ClientKey::of(Some("198.51.100.1".parse().unwrap()));
+        assert!(l.check(other, 100).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_prefix() {
+        let a = ClientKey::of(Some("2001:db8:1:2::1".parse().unwrap()));
+        let b = ClientKey::of(Some("2001:db8:1:2:ffff::9".parse().unwrap()));
+        let c = ClientKey::of(Some("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mapped = ClientKey::of(Some("::ffff:192.0.2.1".parse().unwrap()));
+        assert_eq!(mapped, ClientKey::of(Some("192.0.2.1".parse().unwrap())));
+    }
+
+    #[test]
+    fn the_limiter_tracks_a_bounded_number_of_clients_evicting_the_oldest() {
+        let mut l = LoginLimiter::default();
+        let key = |i: u32| ClientKey::V4(i.to_be_bytes());
+        for i in 0..LOGIN_CLIENTS_MAX as u32 + 50 {
+            l.failed(key(i), u64::from(i));
+        }
+        assert_eq!(l.len(), LOGIN_CLIENTS_MAX);
+        // The first clients were seen longest ago: forgotten first; the
+        // newest are still counted.
+        assert!(!l.clients.contains_key(&key(0)));
+        assert!(l.clients.contains_key(&key(LOGIN_CLIENTS_MAX as u32 + 49)));
     }
 
     #[test]

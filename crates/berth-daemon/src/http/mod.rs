@@ -89,6 +89,16 @@ pub struct HttpState {
     pub sse_clients: Arc<AtomicUsize>,
 }
 
+/// The peer address of the TCP connection a request came on (set by the
+/// accept loop; absent for a request served in process).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The failed-login counting key of a request.
+pub fn client_key(extensions: &axum::http::Extensions) -> auth::ClientKey {
+    auth::ClientKey::of(extensions.get::<ClientAddr>().map(|c| c.0.ip()))
+}
+
 /// Who a request comes from (set by the auth middleware).
 #[derive(Clone, Debug)]
 pub enum Principal {
@@ -258,6 +268,7 @@ async fn authenticate(State(s): State<HttpState>, mut req: Request, next: Next) 
     if is_public(req.method(), &path) {
         return next.run(req).await;
     }
+    let client = client_key(req.extensions());
     let headers = req.headers();
     let now = now_ms();
     if let Some(value) = header_str(headers, header::AUTHORIZATION) {
@@ -272,11 +283,14 @@ async fn authenticate(State(s): State<HttpState>, mut req: Request, next: Next) 
         }
         s.hub.metrics.login_failed();
         let mut limiter = lock(&s.auth.limiter);
-        if let Err(ms) = limiter.check(now) {
+        if let Err(ms) = limiter.check(client, now) {
             return too_many(ms);
         }
-        if limiter.failed(now) {
-            tracing::warn!("too many failed logins: the login form is locked for a while");
+        if limiter.failed(client, now) {
+            tracing::warn!(
+                ?client,
+                "too many failed logins: this client is locked out for a while"
+            );
         }
         return unauthorized("wrong token");
     }
@@ -482,7 +496,7 @@ pub async fn serve_with(
             () = crate::http::stopped(&mut stop) => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off a
@@ -502,6 +516,14 @@ pub async fn serve_with(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
+                // Each request carries the peer address (the login limiter
+                // counts per client).
+                let service = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(ClientAddr(peer));
+                        hyper::service::Service::call(&service, req)
+                    },
+                );
                 let mut stop = stop.clone();
                 conns.spawn(async move {
                     let mut builder = hyper::server::conn::http1::Builder::new();

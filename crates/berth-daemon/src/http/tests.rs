@@ -358,6 +358,26 @@ fn mutating_calls(fake: &FakeEngine) -> usize {
     .sum()
 }
 
+/// `/metrics` once it holds every one of `needles` (the health monitor,
+/// the loop and the engine wrapper record theirs from their own tasks, so
+/// a read right after a request may come before them).
+async fn wait_metrics(d: &Daemon, needles: &[&str]) -> Resp {
+    let started = Instant::now();
+    loop {
+        let m = d.get("/metrics").await;
+        let text = m.text();
+        let missing: Vec<_> = needles.iter().filter(|n| !text.contains(*n)).collect();
+        if missing.is_empty() {
+            return m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "metrics lack {missing:?} after 10 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn wait_state(d: &Daemon, app: &str, want: &str) -> Value {
     let started = Instant::now();
     loop {
@@ -483,14 +503,10 @@ async fn every_endpoint_needs_the_token_except_health() {
     d.fake.fail_next_on(CallKind::Logs, 1);
     let r = d.rpc("container.logs", json!({"app": "a"})).await;
     assert!(r.get("error").is_some(), "{r}");
-    let m = d.get("/metrics").await;
-    assert!(
-        m.header("content-type")
-            .unwrap()
-            .starts_with("application/openmetrics-text")
-    );
-    let text = m.text();
-    for needle in [
+    // The probe latency is recorded by the health monitor's own task after
+    // its first probe, and the tick duration by the loop: wait for them
+    // (regression: read before the first probe under the full suite's load).
+    let needles = [
         "berth_app_state{app=\"a\",stack=\"s\",state=\"running\"} 1",
         "berth_app_restarts{",
         "berth_reconcile_tick_duration_seconds_count",
@@ -499,9 +515,13 @@ async fn every_endpoint_needs_the_token_except_health() {
         "berth_health_probe_duration_seconds",
         "berth_http_requests_total{class=\"4xx\"}",
         "# EOF",
-    ] {
-        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
-    }
+    ];
+    let m = wait_metrics(&d, &needles).await;
+    assert!(
+        m.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     d.stop().await;
 }
 
@@ -682,6 +702,91 @@ async fn the_live_stream_sends_the_state_then_every_change_and_event() {
         n == "app-a" && data.contains("data-state=\"stopped\"") && data.contains("tone-idle")
     })
     .await;
+    d.rpc("package.uninstall", json!({"apps": ["a"]})).await;
+    s.until("app-removed", Duration::from_secs(5), |n, _| {
+        n == "app-removed"
+    })
+    .await;
+    s.until("apps", Duration::from_secs(5), |n, _| n == "apps")
+        .await;
+
+    // Every API event's data is exactly what the OpenAPI document's
+    // `LiveEvent` declares for its name: it decodes into the declared type
+    // and encodes back to the same JSON (nothing missing, nothing extra).
+    // Regression: a payload that did not match its declared schema.
+    let mut names = BTreeSet::new();
+    for (name, data) in s.events.iter().chain(&r.events) {
+        let data: Value = serde_json::from_str(data).unwrap();
+        let tagged = json!({"event": name, "data": data});
+        let decoded: super::api::LiveEvent = serde_json::from_value(tagged.clone())
+            .unwrap_or_else(|e| panic!("{name}: {e}: {data}"));
+        assert_eq!(serde_json::to_value(&decoded).unwrap(), tagged, "{name}");
+        names.insert(name.clone());
+    }
+    for want in ["state", "app", "event", "app-removed", "apps", "badges"] {
+        assert!(names.contains(want), "no {want} event seen: {names:?}");
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integer_query_parameters_beyond_their_documented_bounds_are_refused() {
+    // Regression: `limit=2^64` answered 400 while the schema allowed it,
+    // and `limit=5000` was answered although the schema says at most 1000.
+    let d = Daemon::start(&app("a", "")).await;
+    for (path, want) in [
+        ("/api/events?limit=1000", 200),
+        ("/api/events?limit=1001", 400),
+        ("/api/events?limit=18446744073709551616", 400),
+        ("/api/events?limit=-1", 400),
+        ("/api/events?after_id=-9223372036854775808", 200),
+        ("/api/events?after_id=9223372036854775808", 400),
+        ("/api/events?app=a", 200),
+        ("/api/events?app=A%00", 400),
+        ("/api/runs?limit=1000", 200),
+        ("/api/runs?limit=1001", 400),
+        ("/api/apps/Not%20an%20id", 400),
+        ("/api/apps/a%00", 400),
+        ("/api/apps/nope", 404),
+        ("/api/runs/..", 400),
+        ("/api/events/stream?after_id=x", 400),
+        ("/api/events/stream?bogus=1", 400),
+    ] {
+        let r = d.get(path).await;
+        assert_eq!(r.status, want, "{path}: {}", r.text());
+    }
+    // Each bound the server enforces is the one the document states.
+    let doc: Value = serde_json::from_str(&super::api::openapi_json()).unwrap();
+    let param = |path: &str, name: &str| -> Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    for path in ["/api/events", "/api/runs"] {
+        let limit = param(path, "limit");
+        assert_eq!(
+            (limit["minimum"].as_u64(), limit["maximum"].as_u64()),
+            (Some(0), Some(1000)),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        param("/api/events/stream", "after_id")["maximum"].as_i64(),
+        Some(i64::MAX)
+    );
+    assert_eq!(
+        param("/api/apps/{id}", "id")["pattern"],
+        crate::rpc::APP_ID_PATTERN
+    );
+    assert_eq!(
+        param("/api/runs/{id}", "id")["pattern"],
+        crate::rpc::RUN_ID_PATTERN
+    );
+    assert!(doc["paths"]["/api/events/stream"]["get"]["responses"]["400"].is_object());
     d.stop().await;
 }
 
@@ -1074,13 +1179,30 @@ async fn the_accept_loop_cuts_off_slow_clients_and_caps_connections() {
         header_read: Duration::from_secs(30),
     })
     .await;
+    // Each held connection is served one keep-alive request and stays
+    // open: its answer is the signal that the accept loop has taken it
+    // (regression: a fixed 100 ms wait let the extra connection race ahead
+    // of a held one under load).
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut h = TcpStream::connect(addr).await.unwrap();
-        h.write_all(b"GET / HT").await.unwrap();
+        h.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let answered = async {
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"\r\n\r\nok") {
+                let n = h.read(&mut buf).await.unwrap();
+                assert!(n > 0, "a held connection was closed before its answer");
+                got.extend_from_slice(&buf[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), answered)
+            .await
+            .expect("a held connection is served");
         held.push(h);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await; // all accepted
     let mut extra = TcpStream::connect(addr).await.unwrap();
     assert!(
         closed_within(&mut extra, Duration::from_secs(10)).await,

@@ -32,7 +32,13 @@ pub async fn login_form() -> Response {
 }
 
 /// `POST /login` (form `token`): a session cookie for the right token.
-pub async fn login(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn login(
+    State(s): State<HttpState>,
+    client: Option<axum::Extension<super::ClientAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let client = auth::ClientKey::of(client.map(|c| c.0.0.ip()));
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     if !auth::same_origin(h("origin"), h("host"), h("sec-fetch-site")) {
         return error(
@@ -44,7 +50,7 @@ pub async fn login(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) 
     let now = now_ms();
     {
         let mut limiter = lock(&s.auth.limiter);
-        if let Err(ms) = limiter.check(now) {
+        if let Err(ms) = limiter.check(client, now) {
             let mut r = too_many(ms);
             *r.body_mut() = html::login_page(Some(&format!(
                 "Too many failed attempts: try again in {} s.",
@@ -61,8 +67,11 @@ pub async fn login(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) 
     let given = form_field(&body, "token").unwrap_or_default();
     if !s.auth.token.matches(given.trim()) {
         s.hub.metrics.login_failed();
-        if lock(&s.auth.limiter).failed(now) {
-            tracing::warn!("too many failed logins: the login form is locked for a while");
+        if lock(&s.auth.limiter).failed(client, now) {
+            tracing::warn!(
+                ?client,
+                "too many failed logins: this client is locked out for a while"
+            );
         }
         return (
             StatusCode::UNAUTHORIZED,

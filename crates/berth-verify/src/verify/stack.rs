@@ -10,32 +10,21 @@ use berth_core::model::{Protocol, Stack};
 
 /// Name of the stack copy inside the work directory.
 pub const STACK_COPY_FILE_NAME: &str = "berth.toml";
-/// Largest stack file read.
-const STACK_FILE_BYTES_MAX: u64 = 1024 * 1024;
-
 /// Read and validate a stack file the way berth does (includes relative to
-/// the file). Returns every problem at once.
+/// the file, every file read capped). Returns every problem at once.
 pub fn load(path: &Path) -> Result<Stack, String> {
     let text = read_bounded(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let read_include = |p: &str| -> Result<(String, String), String> {
-        let full = base.join(p);
-        read_bounded(&full).map(|t| (full.display().to_string(), t))
-    };
-    berth_core::manifest::parse_stack(&path.display().to_string(), &text, &read_include)
-        .map_err(|d| format!("{} is not valid: {d}", path.display()))
+    let read_include = |p: &str| berth_store::read_include(&base, p);
+    let shown = berth_core::text::display_path(path);
+    berth_core::manifest::parse_stack(&shown, &text, &read_include)
+        .map_err(|d| format!("{shown} is not valid: {d}"))
 }
 
+/// A regular file of at most `STACK_FILE_MAX_BYTES`, capped while reading.
 fn read_bounded(path: &Path) -> Result<String, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.len() > STACK_FILE_BYTES_MAX {
-        return Err(format!(
-            "{} is larger than {STACK_FILE_BYTES_MAX} bytes",
-            path.display()
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    berth_store::read_text_capped(path, berth_store::STACK_FILE_MAX_BYTES)
+        .map_err(|e| format!("cannot read: {e}"))
 }
 
 /// `[HOST_IP:]HOST:CONTAINER[/proto]` with HOST raised by `offset`.
@@ -100,7 +89,7 @@ pub fn renamed_copy(
     work_dir: &Path,
 ) -> Result<String, String> {
     let text = read_bounded(original)?;
-    if !text.lines().any(|l| l.trim() == "[stack]") {
+    if !berth_core::manifest::is_stack_text(&text) {
         return Err(format!(
             "{} is not a stack file (no [stack] table): verify needs a stack file",
             original.display()

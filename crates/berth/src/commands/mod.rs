@@ -9,6 +9,7 @@ mod doctor;
 mod down;
 mod events;
 mod gate;
+mod import;
 mod install;
 mod list;
 mod logs;
@@ -59,6 +60,9 @@ pub async fn run(cli: Cli) -> CmdResult {
             listen,
         } => daemon::run(g, config, tick, listen).await,
         Command::Token { json } => token::run(g, json.json),
+        Command::Import {
+            command: crate::cli::ImportCommand::Compose(args),
+        } => import::compose(args),
         Command::Vet(args) => vet::run(g, args).await,
         Command::Verify(args) => verify::run(g, args).await,
         Command::Run { command } => run::run(g, command).await,
