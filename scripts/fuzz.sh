@@ -5,6 +5,7 @@
 #
 #   scripts/fuzz.sh                  # every target, FUZZ_SECONDS each (60)
 #   FUZZ_SECONDS=600 scripts/fuzz.sh manifest rpc
+#   FUZZ_NO_BUILD=1 scripts/fuzz.sh  # run the binaries built last time
 #
 # The committed seeds (fuzz/corpus/TARGET) are passed as a second, read-only
 # corpus directory: what libFuzzer adds goes to fuzz/work/corpus/TARGET
@@ -40,7 +41,12 @@ dict_of() {
 }
 
 cd fuzz
-cargo "+$TOOLCHAIN" fuzz build "${FLAGS[@]}"
+# One build of every target, then the binaries are run directly (`cargo
+# fuzz run` would check the build again before each target).
+if [ -z "${FUZZ_NO_BUILD:-}" ]; then
+    cargo "+$TOOLCHAIN" fuzz build "${FLAGS[@]}"
+fi
+BIN_DIR="target/$(rustc -vV | sed -n 's/^host: //p')/release"
 mkdir -p work/logs
 rows=()
 failed=0
@@ -49,21 +55,21 @@ for t in "${TARGETS[@]}"; do
     log="work/logs/$t.log"
     echo "== $t: ${SECONDS_EACH}s"
     status=ok
-    if ! cargo "+$TOOLCHAIN" fuzz run "${FLAGS[@]}" "$t" "work/corpus/$t" "corpus/$t" -- \
-        -max_total_time="$SECONDS_EACH" -timeout=60 -dict="$(dict_of "$t")" \
-        -print_final_stats=1 >"$log" 2>&1; then
+    if ! "$BIN_DIR/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$SECONDS_EACH" \
+        -timeout=60 -dict="$(dict_of "$t")" -print_final_stats=1 \
+        "work/corpus/$t" "corpus/$t" >"$log" 2>&1; then
         status="CRASH: $(grep -o 'artifacts/[^ ]*' "$log" | tail -n 1 || echo "see fuzz/$log")"
         failed=1
     fi
     # libFuzzer's last status line: `#N DONE cov: X ft: Y corp: A/B ...`
     # (`#N` of a crash's last `pulse`/`NEW` line when it did not finish).
     last=$(grep -E '^#[0-9]+' "$log" | tail -n 1 || true)
-    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || true)
+    execs=$(grep -oE 'stat::number_of_executed_units: +[0-9]+' "$log" | grep -o '[0-9]*$' || true)
     execs=${execs:-$(echo "$last" | sed -E 's/^#([0-9]+).*/\1/')}
     cov=$(echo "$last" | grep -oE 'cov: [0-9]+' | grep -oE '[0-9]+' || echo "?")
     ft=$(echo "$last" | grep -oE 'ft: [0-9]+' | grep -oE '[0-9]+' || echo "?")
     corp=$(echo "$last" | grep -oE 'corp: [0-9]+/[0-9a-zA-Z]+' | sed 's/corp: //' || echo "?")
-    per_s=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    per_s=$(grep -oE 'stat::average_exec_per_sec: +[0-9]+' "$log" | grep -o '[0-9]*$' || echo "?")
     echo "   $last"
     rows+=("| \`$t\` | ${SECONDS_EACH} | ${execs:-?} | ${per_s} | ${cov} | ${ft} | ${corp} | ${status} |")
 done

@@ -110,7 +110,24 @@ envelope = st.fixed_dictionaries(
         "extra": st.integers(),
     },
 )
+good_value = st.sampled_from(["web", "nope", A.stack_file, 0, 1, 5, 1000, True, False, ["web"], ["nope"]])
+well_formed = st.builds(
+    lambda m, p, i: {"jsonrpc": "2.0", "id": i, "method": m, "params": p},
+    st.sampled_from(METHODS),
+    st.dictionaries(st.sampled_from(KEYS), good_value, max_size=3),
+    st.integers(0, 1000),
+)
+# One bad app among good ones: the whole request must be refused, and the
+# good app left as it was.
+bad_app = st.sampled_from(["a\x00b", "", "w" * 200, "web\n", "\x1b[2J"])
+partly_bad = st.builds(
+    lambda m, bad: {"jsonrpc": "2.0", "id": 1, "method": m, "params": {"apps": ["web", bad]}},
+    st.sampled_from(["package.stop", "package.restart", "package.uninstall", "package.start"]),
+    bad_app,
+)
 raw = st.one_of(
+    well_formed.map(lambda e: json.dumps(e).encode()),
+    partly_bad.map(lambda e: json.dumps(e).encode()),
     envelope.map(lambda e: json.dumps(e).encode()),
     envelope.map(lambda e: json.dumps([e]).encode()),
     st.binary(max_size=200),
@@ -164,7 +181,7 @@ def stream_probe():
         r = c.getresponse()
         assert r.status == want, f"/api/events/stream{query}: {r.status}, wanted {want}"
         if want == 200:
-            line = r.fp.readline().decode()
+            line = r.readline().decode()
             assert line.startswith("event: state"), line
         c.close()
         stats["cases"] += 1

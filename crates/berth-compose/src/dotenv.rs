@@ -85,7 +85,8 @@ mod tests {
 
     #[test]
     fn table() {
-        let text = "# comment\n\nA=1\nexport B = two words \nC='x # y'\nD=\"q\\\"n\"\nE=v # note\nF\nG=\n";
+        let text =
+            "# comment\n\nA=1\nexport B = two words \nC='x # y'\nD=\"q\\\"n\"\nE=v # note\nF\nG=\n";
         let got: Vec<(usize, String, Option<String>)> = parse(text)
             .unwrap()
             .into_iter()

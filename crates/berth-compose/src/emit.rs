@@ -28,7 +28,10 @@ pub fn toml_str(s: &str) -> String {
 
 /// A TOML key: bare when it can be, else quoted.
 fn toml_key(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         s.to_string()
     } else {
         toml_str(s)
@@ -43,8 +46,15 @@ fn list(items: &[String]) -> String {
 pub fn emit(stack: &Stack, files: &[(String, String)]) -> String {
     let mut out = String::new();
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    let _ = writeln!(out, "# Imported by `berth import compose` from {}.", names.join(", "));
-    let _ = writeln!(out, "# Read the import report: it lists every key that was changed or left out.");
+    let _ = writeln!(
+        out,
+        "# Imported by `berth import compose` from {}.",
+        names.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "# Read the import report: it lists every key that was changed or left out."
+    );
     out.push('\n');
     let _ = writeln!(out, "[stack]");
     let _ = writeln!(out, "name = {}", toml_str(&stack.name));
@@ -93,18 +103,36 @@ fn emit_app(out: &mut String, a: &App) {
             let _ = writeln!(out, "{} = {}", toml_key(&k), toml_str(&v));
         }
     };
-    table(out, "env", a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    table(out, "labels", a.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    table(
+        out,
+        "env",
+        a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    );
+    table(
+        out,
+        "labels",
+        a.labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
     table(out, "volumes", a.volumes.clone());
     table(
         out,
         "depends_on",
-        a.depends_on.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        a.depends_on
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
     );
     if let Some(h) = &a.health {
         let _ = writeln!(out, "\n[apps.{}.health]", a.id);
         let _ = writeln!(out, "command = {}", list(&h.argv));
-        for (k, v) in [("interval", &h.interval), ("timeout", &h.timeout), ("start_period", &h.start_period)] {
+        for (k, v) in [
+            ("interval", &h.interval),
+            ("timeout", &h.timeout),
+            ("start_period", &h.start_period),
+        ] {
             if let Some(v) = v {
                 let _ = writeln!(out, "{k} = {}", toml_str(v));
             }

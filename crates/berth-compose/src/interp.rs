@@ -11,7 +11,10 @@ pub const NESTING_MAX: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InterpError {
     /// `${VAR:?message}` with VAR unset (or empty).
-    Required { name: String, message: String },
+    Required {
+        name: String,
+        message: String,
+    },
     Syntax(String),
 }
 
@@ -130,7 +133,10 @@ fn braced(
     }
     let value = lookup(&name);
     let rest = |i: usize, n: usize| s.get(i..i + n).map(|c| c.iter().collect::<String>());
-    let op = if rest(*i, 2).as_deref().is_some_and(|o| [":-", ":?", ":+"].contains(&o)) {
+    let op = if rest(*i, 2)
+        .as_deref()
+        .is_some_and(|o| [":-", ":?", ":+"].contains(&o))
+    {
         let o = rest(*i, 2).unwrap_or_default();
         *i += 2;
         o
@@ -254,20 +260,35 @@ mod tests {
                 "required variable EMPTY is not set: inner",
             ),
             ("a $ b", "invalid interpolation in \"a $ b\": a lone $"),
-            ("trailing $", "invalid interpolation in \"trailing $\": a lone $"),
-            ("${}", "invalid interpolation in \"${}\": expected a variable name"),
-            ("${SET", "invalid interpolation in \"${SET\": unexpected character"),
-            ("${UNSET:-x", "invalid interpolation in \"${UNSET:-x\": missing }"),
-            ("${1A}", "invalid interpolation in \"${1A}\": expected a variable name"),
-            ("${A B}", "invalid interpolation in \"${A B}\": unexpected character"),
+            (
+                "trailing $",
+                "invalid interpolation in \"trailing $\": a lone $",
+            ),
+            (
+                "${}",
+                "invalid interpolation in \"${}\": expected a variable name",
+            ),
+            (
+                "${SET",
+                "invalid interpolation in \"${SET\": unexpected character",
+            ),
+            (
+                "${UNSET:-x",
+                "invalid interpolation in \"${UNSET:-x\": missing }",
+            ),
+            (
+                "${1A}",
+                "invalid interpolation in \"${1A}\": expected a variable name",
+            ),
+            (
+                "${A B}",
+                "invalid interpolation in \"${A B}\": unexpected character",
+            ),
         ];
         for (input, message) in cases {
             let mut unresolved = Vec::new();
             let got = interpolate(input, &env, &mut unresolved).unwrap_err();
-            assert!(
-                got.to_string().starts_with(message),
-                "{input:?}: got {got}"
-            );
+            assert!(got.to_string().starts_with(message), "{input:?}: got {got}");
         }
     }
 

@@ -156,7 +156,10 @@ pub fn model(
     read: &ReadFile<'_>,
 ) -> Result<(serde_json::Value, Vec<Note>), Errors> {
     let (model, loader_notes) = load_model(files, env, opts, read)?;
-    Ok((project::project_with_dir(&model, &opts.project_dir), loader_notes))
+    Ok((
+        project::project_with_dir(&model, &opts.project_dir),
+        loader_notes,
+    ))
 }
 
 fn load_model(

@@ -17,7 +17,9 @@ const TOP_KEYS: &[&str] = &[
     "version", "name", "services", "volumes", "networks", "secrets", "configs",
 ];
 /// Sections whose values are interpolated (keys never are).
-const INTERPOLATED: &[&str] = &["name", "services", "volumes", "networks", "secrets", "configs"];
+const INTERPOLATED: &[&str] = &[
+    "name", "services", "volumes", "networks", "secrets", "configs",
+];
 /// Deepest chain of `extends`.
 pub const EXTENDS_DEPTH_MAX: usize = 16;
 /// Most files one import reads (compose files, extended files, env files).
@@ -41,6 +43,8 @@ pub struct Loader<'a> {
     pub errors: Vec<Error>,
     pub notes: Vec<Note>,
     files_read: usize,
+    /// Files named by `extends.file`, parsed once each (None: refused).
+    extended: BTreeMap<String, Option<Node>>,
 }
 
 /// `dir` joined with `rel` (unless absolute), `.` and `..` folded.
@@ -90,7 +94,11 @@ fn err(pos: &Pos, message: impl Into<String>) -> Error {
 }
 
 impl<'a> Loader<'a> {
-    pub fn new(env: &'a BTreeMap<String, String>, project_dir: &str, read: &'a ReadFile<'a>) -> Self {
+    pub fn new(
+        env: &'a BTreeMap<String, String>,
+        project_dir: &str,
+        read: &'a ReadFile<'a>,
+    ) -> Self {
         Loader {
             env,
             dotenv: BTreeMap::new(),
@@ -99,6 +107,7 @@ impl<'a> Loader<'a> {
             errors: Vec::new(),
             notes: Vec::new(),
             files_read: 0,
+            extended: BTreeMap::new(),
         }
     }
 
@@ -267,12 +276,18 @@ impl<'a> Loader<'a> {
         service: &Node,
         chain: &mut Vec<(String, String)>,
     ) -> Option<Node> {
-        let mut service = normalise(service, &mut self.errors);
-        let Some((ek, ev)) = service.get_entry("extends").map(|(k, v)| (k.clone(), v.clone())) else {
+        let service = normalise(service, &mut self.errors);
+        let Some((ek, ev)) = service
+            .get_entry("extends")
+            .map(|(k, v)| (k.clone(), v.clone()))
+        else {
             return Some(service);
         };
         if chain.len() > EXTENDS_DEPTH_MAX {
-            self.errors.push(err(&ek.pos, format!("extends nests deeper than {EXTENDS_DEPTH_MAX} levels")));
+            self.errors.push(err(
+                &ek.pos,
+                format!("extends nests deeper than {EXTENDS_DEPTH_MAX} levels"),
+            ));
             return None;
         }
         let (base_file, base_name) = match &ev.value {
@@ -282,10 +297,16 @@ impl<'a> Loader<'a> {
                     self.errors.push(err(&ev.pos, "extends needs `service`"));
                     return None;
                 };
-                (ev.get("file").and_then(Node::as_str).map(str::to_string), name.to_string())
+                (
+                    ev.get("file").and_then(Node::as_str).map(str::to_string),
+                    name.to_string(),
+                )
             }
             _ => {
-                self.errors.push(err(&ev.pos, "extends is a service name or { service, file }"));
+                self.errors.push(err(
+                    &ev.pos,
+                    "extends is a service name or { service, file }",
+                ));
                 return None;
             }
         };
@@ -293,25 +314,56 @@ impl<'a> Loader<'a> {
             None => (file.to_string(), root.clone()),
             Some(rel) => {
                 let path = join_path(&dir_of(file), &rel);
+                if let Some(parsed) = self.extended.get(&path) {
+                    // Its errors were reported when it was first read.
+                    let r = parsed.clone()?;
+                    return self.extend_from(&path, r, key, service, ek, base_name, chain);
+                }
                 let text = match self.read_file(&path) {
                     Ok(Some(t)) => t,
                     Ok(None) => {
-                        self.errors.push(err(&ev.pos, format!("extends: file {path} does not exist")));
+                        self.errors
+                            .push(err(&ev.pos, format!("extends: file {path} does not exist")));
                         return None;
                     }
                     Err(e) => {
-                        self.errors.push(err(&ev.pos, format!("extends: cannot read {path}: {e}")));
+                        self.errors
+                            .push(err(&ev.pos, format!("extends: cannot read {path}: {e}")));
                         return None;
                     }
                 };
-                let r = self.file(&path, &text)?;
-                (path, r)
+                let r = self.file(&path, &text);
+                self.extended.insert(path.clone(), r.clone());
+                (path, r?)
             }
         };
+        self.extend_from(&other_file, other_root, key, service, ek, base_name, chain)
+    }
+
+    /// The rest of `resolve`: `service` extends `base_name` of `other_file`.
+    #[allow(clippy::too_many_arguments)]
+    fn extend_from(
+        &mut self,
+        other_file: &str,
+        other_root: Node,
+        key: &Key,
+        mut service: Node,
+        ek: Key,
+        base_name: String,
+        chain: &mut Vec<(String, String)>,
+    ) -> Option<Node> {
+        let other_file = other_file.to_string();
         let link = (other_file.clone(), base_name.clone());
         if chain.contains(&link) {
-            let names: Vec<String> = chain.iter().map(|(_, n)| n.clone()).chain([base_name]).collect();
-            self.errors.push(err(&ek.pos, format!("extends cycle: {}", names.join(" -> "))));
+            let names: Vec<String> = chain
+                .iter()
+                .map(|(_, n)| n.clone())
+                .chain([base_name])
+                .collect();
+            self.errors.push(err(
+                &ek.pos,
+                format!("extends cycle: {}", names.join(" -> ")),
+            ));
             return None;
         }
         let Some((bk, bv)) = other_root
@@ -320,8 +372,11 @@ impl<'a> Loader<'a> {
             .map(|(k, v)| (k.clone(), v.clone()))
         else {
             self.errors.push(err(
-                &ev.pos,
-                format!("service {:?} extends {base_name:?}, which {other_file} does not define", key.name),
+                &ek.pos,
+                format!(
+                    "service {:?} extends {base_name:?}, which {other_file} does not define",
+                    key.name
+                ),
             ));
             return None;
         };
@@ -344,7 +399,10 @@ impl<'a> Loader<'a> {
     /// Fold `env_file` into `environment` (explicit entries win) and take
     /// variables written without a value from the shell.
     pub fn env_files(&mut self, name: &str, service: &mut Node) {
-        let Some(files) = service.get_entry("env_file").map(|(k, v)| (k.clone(), v.clone())) else {
+        let Some(files) = service
+            .get_entry("env_file")
+            .map(|(k, v)| (k.clone(), v.clone()))
+        else {
             return;
         };
         let (fk, fv) = files;
@@ -357,18 +415,24 @@ impl<'a> Loader<'a> {
         for p in paths {
             let rel = match p.value {
                 Value::Scalar { ref text, .. } => text.clone(),
-                Value::Map(_) => p.get("path").and_then(Node::as_str).unwrap_or_default().to_string(),
+                Value::Map(_) => p
+                    .get("path")
+                    .and_then(Node::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 _ => String::new(),
             };
             let path = join_path(&self.project_dir, &rel);
             let text = match self.read_file(&path) {
                 Ok(Some(t)) => t,
                 Ok(None) => {
-                    self.errors.push(err(&p.pos, format!("env_file {path} does not exist")));
+                    self.errors
+                        .push(err(&p.pos, format!("env_file {path} does not exist")));
                     continue;
                 }
                 Err(e) => {
-                    self.errors.push(err(&p.pos, format!("cannot read env_file {path}: {e}")));
+                    self.errors
+                        .push(err(&p.pos, format!("cannot read env_file {path}: {e}")));
                     continue;
                 }
             };
@@ -376,7 +440,10 @@ impl<'a> Loader<'a> {
                 Ok(lines) => {
                     let file: Arc<str> = Arc::from(path.as_str());
                     for l in lines {
-                        let pos = Pos { file: file.clone(), line: l.line };
+                        let pos = Pos {
+                            file: file.clone(),
+                            line: l.line,
+                        };
                         let value = match l.value {
                             Some(v) => Node::string(v, pos.clone()),
                             None => Node::new(Value::Null, pos.clone()),
@@ -386,7 +453,10 @@ impl<'a> Loader<'a> {
                     }
                 }
                 Err((line, message)) => self.errors.push(Error {
-                    pos: Some(Pos { file: Arc::from(path.as_str()), line }),
+                    pos: Some(Pos {
+                        file: Arc::from(path.as_str()),
+                        line,
+                    }),
                     message: format!("env_file: {message}"),
                 }),
             }
@@ -395,8 +465,13 @@ impl<'a> Loader<'a> {
             pos: fk.pos.clone(),
             key: format!("services.{name}.env_file"),
             kind: NoteKind::Changed,
-            message: format!("{} variables read from env_file and written into env", from_files.len()),
-            instead: Some("the stack file now holds their values: move passwords to berth `secrets`".into()),
+            message: format!(
+                "{} variables read from env_file and written into env",
+                from_files.len()
+            ),
+            instead: Some(
+                "the stack file now holds their values: move passwords to berth `secrets`".into(),
+            ),
         });
         let map = service.as_map_mut().expect("a service is a mapping");
         map.retain(|(k, _)| k.name != "env_file");
@@ -405,7 +480,10 @@ impl<'a> Loader<'a> {
             Some((_, v)) => v,
             None => {
                 map.push((
-                    Key { name: "environment".into(), pos: env_pos.clone() },
+                    Key {
+                        name: "environment".into(),
+                        pos: env_pos.clone(),
+                    },
                     Node::new(Value::Map(Vec::new()), env_pos),
                 ));
                 &mut map.last_mut().expect("pushed").1
@@ -432,7 +510,10 @@ fn list_to_map(node: &Node, sep: char, what: &str, errors: &mut Vec<Error>) -> N
             let mut out: Vec<(Key, Node)> = Vec::new();
             for item in items {
                 let Some(s) = item.as_str() else {
-                    errors.push(err(&item.pos, format!("{what} entries are strings, found {}", item.kind())));
+                    errors.push(err(
+                        &item.pos,
+                        format!("{what} entries are strings, found {}", item.kind()),
+                    ));
                     continue;
                 };
                 let (k, v) = match s.split_once(sep) {
@@ -440,14 +521,23 @@ fn list_to_map(node: &Node, sep: char, what: &str, errors: &mut Vec<Error>) -> N
                     None => (s.to_string(), Node::new(Value::Null, item.pos.clone())),
                 };
                 out.retain(|(e, _)| e.name != k);
-                out.push((Key { name: k, pos: item.pos.clone() }, v));
+                out.push((
+                    Key {
+                        name: k,
+                        pos: item.pos.clone(),
+                    },
+                    v,
+                ));
             }
             Node::new(Value::Map(out), node.pos.clone())
         }
         Value::Map(_) => node.clone(),
         Value::Null => Node::new(Value::Map(Vec::new()), node.pos.clone()),
         _ => {
-            errors.push(err(&node.pos, format!("{what} is {}, expected a mapping or a list", node.kind())));
+            errors.push(err(
+                &node.pos,
+                format!("{what} is {}, expected a mapping or a list", node.kind()),
+            ));
             Node::new(Value::Map(Vec::new()), node.pos.clone())
         }
     }
@@ -482,12 +572,21 @@ pub fn normalise(service: &Node, errors: &mut Vec<Error>) -> Node {
                                 let name = i.as_str()?;
                                 let cond = Node::new(
                                     Value::Map(vec![(
-                                        Key { name: "condition".into(), pos: i.pos.clone() },
+                                        Key {
+                                            name: "condition".into(),
+                                            pos: i.pos.clone(),
+                                        },
                                         Node::string("service_started", i.pos.clone()),
                                     )]),
                                     i.pos.clone(),
                                 );
-                                Some((Key { name: name.to_string(), pos: i.pos.clone() }, cond))
+                                Some((
+                                    Key {
+                                        name: name.to_string(),
+                                        pos: i.pos.clone(),
+                                    },
+                                    cond,
+                                ))
                             })
                             .collect();
                         Node::new(Value::Map(entries), pos)
@@ -507,13 +606,26 @@ pub fn normalise(service: &Node, errors: &mut Vec<Error>) -> Node {
 
 /// Keys merged entry by entry (override wins per entry).
 const MERGE_MAPPINGS: &[&str] = &[
-    "environment", "labels", "ulimits", "sysctls", "depends_on", "extra_hosts", "storage_opt",
+    "environment",
+    "labels",
+    "ulimits",
+    "sysctls",
+    "depends_on",
+    "extra_hosts",
+    "storage_opt",
     "healthcheck",
 ];
 /// Keys merged recursively.
 const MERGE_DEEP: &[&str] = &["deploy", "networks", "logging", "build"];
 /// Lists merged as sets.
-const MERGE_UNIQUE: &[&str] = &["cap_add", "cap_drop", "expose", "external_links", "profiles", "ports"];
+const MERGE_UNIQUE: &[&str] = &[
+    "cap_add",
+    "cap_drop",
+    "expose",
+    "external_links",
+    "profiles",
+    "ports",
+];
 /// Lists (or single strings) concatenated.
 const MERGE_CONCAT: &[&str] = &["dns", "dns_search", "env_file", "tmpfs"];
 
@@ -530,11 +642,19 @@ fn item_key(field: &str, item: &Node) -> String {
                     [] => String::new(),
                 }
             }
-            _ => item.get("target").and_then(Node::as_str).unwrap_or_default().to_string(),
+            _ => item
+                .get("target")
+                .and_then(Node::as_str)
+                .unwrap_or_default()
+                .to_string(),
         },
         "secrets" | "configs" => match &item.value {
             Value::Scalar { text, .. } => text.clone(),
-            _ => item.get("source").and_then(Node::as_str).unwrap_or_default().to_string(),
+            _ => item
+                .get("source")
+                .and_then(Node::as_str)
+                .unwrap_or_default()
+                .to_string(),
         },
         _ => canonical(item),
     }
@@ -545,10 +665,15 @@ fn canonical(node: &Node) -> String {
     match &node.value {
         Value::Null => "~".into(),
         Value::Scalar { text, .. } => format!("{text:?}"),
-        Value::Seq(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        Value::Seq(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
         Value::Map(entries) => {
-            let mut parts: Vec<String> =
-                entries.iter().map(|(k, v)| format!("{:?}:{}", k.name, canonical(v))).collect();
+            let mut parts: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!("{:?}:{}", k.name, canonical(v)))
+                .collect();
             parts.sort();
             format!("{{{}}}", parts.join(","))
         }
@@ -601,7 +726,12 @@ fn merge_deep(base: &Node, over: &Node, path: &str, errors: &mut Vec<Error>) -> 
 }
 
 /// `over` merged onto `base`, by compose's rules per key.
-pub fn merge_service(base: &Node, over: &Node, name: &str, errors: &mut Vec<Error>) -> Option<Node> {
+pub fn merge_service(
+    base: &Node,
+    over: &Node,
+    name: &str,
+    errors: &mut Vec<Error>,
+) -> Option<Node> {
     let (Some(b), Some(o)) = (base.as_map(), over.as_map()) else {
         return Some(over.clone());
     };
@@ -706,7 +836,11 @@ pub fn merge_files(models: Vec<Model>, errors: &mut Vec<Error>) -> Model {
 
 /// Service names each active service depends on that are missing.
 pub fn missing_dependencies(model: &Model) -> BTreeSet<String> {
-    let names: BTreeSet<&str> = model.services.iter().map(|(k, _)| k.name.as_str()).collect();
+    let names: BTreeSet<&str> = model
+        .services
+        .iter()
+        .map(|(k, _)| k.name.as_str())
+        .collect();
     let mut out = BTreeSet::new();
     for (_, s) in &model.services {
         if let Some(deps) = s.get("depends_on").and_then(Node::as_map) {

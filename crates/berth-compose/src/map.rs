@@ -90,7 +90,9 @@ pub fn parse_compose_duration(s: &str) -> Result<u64, String> {
             .ok_or_else(bad)?;
         let (num, tail) = rest.split_at(num_len);
         let n: f64 = num.parse().map_err(|_| bad())?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let us = match unit {
             "h" => 3_600_000_000.0,
@@ -117,7 +119,9 @@ fn berth_duration(ms: u64) -> String {
 /// Compose byte sizes: `512m`, `1g`, `1024k`, `2gb`, `100b`, a number.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
-    let digits_len = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let digits_len = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(digits_len);
     let mult: f64 = match unit {
         "" | "b" => 1.0,
@@ -141,7 +145,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn note(&mut self, pos: &Pos, key: &str, kind: NoteKind, message: String, instead: Option<&str>) {
+    fn note(
+        &mut self,
+        pos: &Pos,
+        key: &str,
+        kind: NoteKind,
+        message: String,
+        instead: Option<&str>,
+    ) {
         let key = if key.is_empty() {
             format!("services.{}", self.service)
         } else {
@@ -177,7 +188,14 @@ fn text(ctx: &mut Ctx<'_>, node: &Node, key: &str) -> Option<String> {
     match &node.value {
         Value::Scalar { text, .. } => Some(text.clone()),
         _ => {
-            ctx.error(&node.pos, format!("services.{}.{key}: expected a string, found {}", ctx.service, node.kind()));
+            ctx.error(
+                &node.pos,
+                format!(
+                    "services.{}.{key}: expected a string, found {}",
+                    ctx.service,
+                    node.kind()
+                ),
+            );
             None
         }
     }
@@ -189,10 +207,18 @@ fn argv(ctx: &mut Ctx<'_>, node: &Node, key: &str) -> Option<Vec<String>> {
         Value::Scalar { text, .. } => match shell_words::split(text) {
             Ok(words) => Some(words),
             Err(e) => {
-                ctx.error(&node.pos, format!("services.{}.{key}: cannot split {text:?} like a shell: {e}", ctx.service));
+                ctx.error(
+                    &node.pos,
+                    format!(
+                        "services.{}.{key}: cannot split {text:?} like a shell: {e}",
+                        ctx.service
+                    ),
+                );
                 None
             }
         },
+        // An empty list means "none", as compose reads it.
+        Value::Seq(items) if items.is_empty() => None,
         Value::Seq(items) => {
             let mut out = Vec::new();
             for i in items {
@@ -202,7 +228,13 @@ fn argv(ctx: &mut Ctx<'_>, node: &Node, key: &str) -> Option<Vec<String>> {
         }
         Value::Null => None,
         Value::Map(_) => {
-            ctx.error(&node.pos, format!("services.{}.{key}: expected a string or a list", ctx.service));
+            ctx.error(
+                &node.pos,
+                format!(
+                    "services.{}.{key}: expected a string or a list",
+                    ctx.service
+                ),
+            );
             None
         }
     }
@@ -216,7 +248,11 @@ fn volume_users(model: &Model) -> BTreeMap<String, Vec<String>> {
             let source = match &v.value {
                 Value::Scalar { text, .. } => {
                     let parts: Vec<&str> = text.split(':').collect();
-                    if parts.len() >= 2 { Some(parts[0].to_string()) } else { None }
+                    if parts.len() >= 2 {
+                        Some(parts[0].to_string())
+                    } else {
+                        None
+                    }
                 }
                 _ => v.get("source").and_then(Node::as_str).map(str::to_string),
             };
@@ -248,7 +284,10 @@ pub fn map(
         (None, Some(n)) => (n.as_str().unwrap_or_default().to_string(), n.pos.clone()),
         (None, None) => {
             let dir = opts.project_dir.trim_end_matches('/');
-            (dir.rsplit('/').next().unwrap_or("compose").to_string(), first.clone())
+            (
+                dir.rsplit('/').next().unwrap_or("compose").to_string(),
+                first.clone(),
+            )
         }
     };
     let name = to_id(&raw_name, "stack");
@@ -287,9 +326,10 @@ pub fn map(
     let active = |s: &Node| -> bool {
         match s.get("profiles").and_then(Node::as_seq) {
             None => true,
-            Some(ps) if ps.is_empty() => true,
+            Some([]) => true,
             Some(ps) => ps.iter().any(|p| {
-                p.as_str().is_some_and(|p| opts.profiles.iter().any(|o| o == p || o == "*"))
+                p.as_str()
+                    .is_some_and(|p| opts.profiles.iter().any(|o| o == p || o == "*"))
             }),
         }
     };
@@ -308,8 +348,15 @@ pub fn map(
                 pos: k.pos.clone(),
                 key: format!("services.{}", k.name),
                 kind: NoteKind::Skipped,
-                message: format!("service {:?} skipped: only in profile {}", k.name, ps.join(", ")),
-                instead: Some(format!("import it with --profile {}", ps.first().cloned().unwrap_or_default())),
+                message: format!(
+                    "service {:?} skipped: only in profile {}",
+                    k.name,
+                    ps.join(", ")
+                ),
+                instead: Some(format!(
+                    "import it with --profile {}",
+                    ps.first().cloned().unwrap_or_default()
+                )),
             });
             hidden.insert(k.name.clone(), ps);
             continue;
@@ -339,7 +386,12 @@ pub fn map(
             service: k.name.clone(),
         };
         if id != k.name {
-            ctx.changed(&k.pos, "", format!("service {:?} became app {id:?}", k.name), "berth app ids are lowercase letters, digits and '-'");
+            ctx.changed(
+                &k.pos,
+                "",
+                format!("service {:?} became app {id:?}", k.name),
+                "berth app ids are lowercase letters, digits and '-'",
+            );
         }
         if let Some(app) = service(&mut ctx, &id, k, s, &ids, &hidden, &users, env, opts) {
             apps.push(app);
@@ -347,7 +399,11 @@ pub fn map(
         errors.append(&mut ctx.errors);
     }
     // A healthy-dependency needs a health check on the dependency in berth.
-    let with_health: BTreeSet<String> = apps.iter().filter(|a| a.health.is_some()).map(|a| a.id.clone()).collect();
+    let with_health: BTreeSet<String> = apps
+        .iter()
+        .filter(|a| a.health.is_some())
+        .map(|a| a.id.clone())
+        .collect();
     for app in &mut apps {
         for (dep, cond) in app.depends_on.iter_mut() {
             if *cond == "healthy" && !with_health.contains(dep) {
@@ -406,13 +462,20 @@ fn service(
         user: None,
         health: None,
     };
-    let Some(image) = s.get("image").and_then(Node::as_str).filter(|i| !i.is_empty()) else {
+    let Some(image) = s
+        .get("image")
+        .and_then(Node::as_str)
+        .filter(|i| !i.is_empty())
+    else {
         let why = if s.get("build").is_some() {
             "it only has `build`, and berth does not build images: build and push (or tag) the image, then set `image`"
         } else {
             "set `image`"
         };
-        ctx.error(&key.pos, format!("service {:?} has no image: {why}", key.name));
+        ctx.error(
+            &key.pos,
+            format!("service {:?} has no image: {why}", key.name),
+        );
         return None;
     };
     if let Err(e) = validate::check_image(image) {
@@ -434,7 +497,7 @@ fn service(
                 app.entrypoint = argv(ctx, v, name);
                 ctx.mapped(p, name, "entrypoint".into());
             }
-            "environment" => environment(ctx, &mut app, v, env),
+            "environment" => environment(ctx, &mut app, k, v, env),
             "ports" => ports(ctx, &mut app, v),
             "expose" => ctx.note(p, name, NoteKind::Ignored, "berth apps reach every port of each other on the stack network".into(), None),
             "volumes" => volumes(ctx, &mut app, v, users, opts),
@@ -561,7 +624,14 @@ fn service(
 
 const SECRETISH: &[&str] = &["PASSWORD", "PASS", "SECRET", "TOKEN", "PRIVATE"];
 
-fn environment(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, env: &BTreeMap<String, String>) {
+fn environment(
+    ctx: &mut Ctx<'_>,
+    app: &mut App,
+    k: &Key,
+    v: &Node,
+    env: &BTreeMap<String, String>,
+) {
+    let key_pos = k.pos.clone();
     for (k, val) in v.as_map().unwrap_or_default() {
         let key = format!("environment.{}", k.name);
         if let Err(e) = validate::check_env_key(&k.name) {
@@ -576,22 +646,43 @@ fn environment(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, env: &BTreeMap<String
                     v.clone()
                 }
                 None => {
-                    ctx.unsupported(&k.pos, &key, "no value in the file and none in the shell: left out".into(), "give it a value");
+                    ctx.unsupported(
+                        &k.pos,
+                        &key,
+                        "no value in the file and none in the shell: left out".into(),
+                        "give it a value",
+                    );
                     continue;
                 }
             },
             _ => {
-                ctx.error(&val.pos, format!("services.{}.{key}: expected a string, found {}", ctx.service, val.kind()));
+                ctx.error(
+                    &val.pos,
+                    format!(
+                        "services.{}.{key}: expected a string, found {}",
+                        ctx.service,
+                        val.kind()
+                    ),
+                );
                 continue;
             }
         };
         let upper = k.name.to_ascii_uppercase();
         if SECRETISH.iter().any(|s| upper.contains(s)) && !value.is_empty() {
-            ctx.changed(&k.pos, &key, "a password-like value is copied into the stack file's env in plain text".into(), "prefer a berth secret (mounted at /run/secrets/<name>) if the app reads one");
+            ctx.changed(
+                &k.pos,
+                &key,
+                "a password-like value is copied into the stack file's env in plain text".into(),
+                "prefer a berth secret (mounted at /run/secrets/<name>) if the app reads one",
+            );
         }
         app.env.insert(k.name.clone(), value);
     }
-    ctx.mapped(&v.pos, "environment", format!("{} variables in env", app.env.len()));
+    ctx.mapped(
+        &key_pos,
+        "environment",
+        format!("{} variables in env", app.env.len()),
+    );
 }
 
 fn ports(ctx: &mut Ctx<'_>, app: &mut App, v: &Node) {
@@ -611,17 +702,30 @@ fn ports(ctx: &mut Ctx<'_>, app: &mut App, v: &Node) {
                 // own parser below, with its message.
                 let parts: Vec<&str> = body.rsplitn(3, ':').collect();
                 match parts.as_slice() {
-                    [c, h, ip] if h.is_empty() => {
-                        ctx.unsupported(&item.pos, &key, format!("port {text:?} has no host port"), &format!("write {ip}:{c}:{c}"));
+                    [c, "", ip] => {
+                        ctx.unsupported(
+                            &item.pos,
+                            &key,
+                            format!("port {text:?} has no host port"),
+                            &format!("write {ip}:{c}:{c}"),
+                        );
                         continue;
                     }
                     _ => format!("{body}{proto}"),
                 }
             }
             Value::Map(_) => {
-                let target = item.get("target").and_then(Node::as_str).unwrap_or_default();
+                let target = item
+                    .get("target")
+                    .and_then(Node::as_str)
+                    .unwrap_or_default();
                 let Some(published) = item.get("published").and_then(Node::as_str) else {
-                    ctx.unsupported(&item.pos, &key, format!("port {target} has no published port"), "set `published`, or drop it");
+                    ctx.unsupported(
+                        &item.pos,
+                        &key,
+                        format!("port {target} has no published port"),
+                        "set `published`, or drop it",
+                    );
                     continue;
                 };
                 let proto = item.get("protocol").and_then(Node::as_str).unwrap_or("tcp");
@@ -629,7 +733,12 @@ fn ports(ctx: &mut Ctx<'_>, app: &mut App, v: &Node) {
                     && mode != "host"
                     && mode != "ingress"
                 {
-                    ctx.unsupported(&item.pos, &key, format!("port mode {mode:?}"), "drop `mode`");
+                    ctx.unsupported(
+                        &item.pos,
+                        &key,
+                        format!("port mode {mode:?}"),
+                        "drop `mode`",
+                    );
                 }
                 match item.get("host_ip").and_then(Node::as_str) {
                     Some(ip) if ip.contains(':') => format!("[{ip}]:{published}:{target}/{proto}"),
@@ -652,7 +761,13 @@ fn ports(ctx: &mut Ctx<'_>, app: &mut App, v: &Node) {
     }
 }
 
-fn volumes(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, users: &BTreeMap<String, Vec<String>>, opts: &Options) {
+fn volumes(
+    ctx: &mut Ctx<'_>,
+    app: &mut App,
+    v: &Node,
+    users: &BTreeMap<String, Vec<String>>,
+    opts: &Options,
+) {
     for (i, item) in v.as_seq().unwrap_or_default().iter().enumerate() {
         let key = format!("volumes[{i}]");
         // (type, source, target, read-only)
@@ -662,30 +777,63 @@ fn volumes(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, users: &BTreeMap<String, 
                 match parts.as_slice() {
                     [t] => ("volume".to_string(), String::new(), t.to_string(), false),
                     [s, t] | [s, t, _] => {
-                        let ro = parts.get(2).is_some_and(|m| m.split(',').any(|o| o == "ro"));
-                        let kind = if s.starts_with(['/', '.', '~']) { "bind" } else { "volume" };
+                        let ro = parts
+                            .get(2)
+                            .is_some_and(|m| m.split(',').any(|o| o == "ro"));
+                        let kind = if s.starts_with(['/', '.', '~']) {
+                            "bind"
+                        } else {
+                            "volume"
+                        };
                         (kind.to_string(), s.to_string(), t.to_string(), ro)
                     }
                     _ => {
-                        ctx.unsupported(&item.pos, &key, format!("volume {text:?} is not SOURCE:TARGET[:MODE]"), "fix the volume");
+                        ctx.unsupported(
+                            &item.pos,
+                            &key,
+                            format!("volume {text:?} is not SOURCE:TARGET[:MODE]"),
+                            "fix the volume",
+                        );
                         continue;
                     }
                 }
             }
             Value::Map(_) => {
-                let s = |k: &str| item.get(k).and_then(Node::as_str).unwrap_or_default().to_string();
-                let ro = item.get("read_only").and_then(Node::as_bool).unwrap_or(false);
-                let kind = if s("type").is_empty() { "volume".to_string() } else { s("type") };
+                let s = |k: &str| {
+                    item.get(k)
+                        .and_then(Node::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let ro = item
+                    .get("read_only")
+                    .and_then(Node::as_bool)
+                    .unwrap_or(false);
+                let kind = if s("type").is_empty() {
+                    "volume".to_string()
+                } else {
+                    s("type")
+                };
                 (kind, s("source"), s("target"), ro)
             }
             _ => continue,
         };
         if kind == "tmpfs" {
-            ctx.unsupported(&item.pos, &key, format!("tmpfs at {target:?}: berth has no tmpfs mounts"), "let the app write to its container filesystem, or use a named volume");
+            ctx.unsupported(
+                &item.pos,
+                &key,
+                format!("tmpfs at {target:?}: berth has no tmpfs mounts"),
+                "let the app write to its container filesystem, or use a named volume",
+            );
             continue;
         }
         if kind != "volume" && kind != "bind" {
-            ctx.unsupported(&item.pos, &key, format!("volume type {kind:?}"), "use a named volume");
+            ctx.unsupported(
+                &item.pos,
+                &key,
+                format!("volume type {kind:?}"),
+                "use a named volume",
+            );
             continue;
         }
         if let Err(e) = validate::check_volume_path(&target) {
@@ -693,9 +841,17 @@ fn volumes(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, users: &BTreeMap<String, 
             continue;
         }
         let base = if source.is_empty() {
-            target.rsplit('/').find(|s| !s.is_empty()).unwrap_or("data").to_string()
+            target
+                .rsplit('/')
+                .find(|s| !s.is_empty())
+                .unwrap_or("data")
+                .to_string()
         } else if kind == "bind" {
-            source.rsplit('/').find(|s| !s.is_empty() && *s != "." && *s != "..").unwrap_or("data").to_string()
+            source
+                .rsplit('/')
+                .find(|s| !s.is_empty() && *s != "." && *s != "..")
+                .unwrap_or("data")
+                .to_string()
         } else {
             source.clone()
         };
@@ -718,13 +874,24 @@ fn volumes(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, users: &BTreeMap<String, 
             ctx.mapped(&item.pos, &key, format!("volume {name:?} at {target:?}"));
         }
         if ro {
-            ctx.changed(&item.pos, &key, "berth mounts volumes read-write: read-only is dropped".into(), "nothing to do, or make the app not write there");
+            ctx.changed(
+                &item.pos,
+                &key,
+                "berth mounts volumes read-write: read-only is dropped".into(),
+                "nothing to do, or make the app not write there",
+            );
         }
         app.volumes.push((name, target));
     }
 }
 
-fn depends_on(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, ids: &BTreeMap<String, String>, hidden: &BTreeMap<String, Vec<String>>) {
+fn depends_on(
+    ctx: &mut Ctx<'_>,
+    app: &mut App,
+    v: &Node,
+    ids: &BTreeMap<String, String>,
+    hidden: &BTreeMap<String, Vec<String>>,
+) {
     for (dk, dv) in v.as_map().unwrap_or_default() {
         let key = format!("depends_on.{}", dk.name);
         if let Some(ps) = hidden.get(&dk.name) {
@@ -732,7 +899,13 @@ fn depends_on(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, ids: &BTreeMap<String,
             continue;
         }
         let Some(dep) = ids.get(&dk.name) else {
-            ctx.error(&dk.pos, format!("service {:?} depends on undefined service {:?}", ctx.service, dk.name));
+            ctx.error(
+                &dk.pos,
+                format!(
+                    "service {:?} depends on undefined service {:?}",
+                    ctx.service, dk.name
+                ),
+            );
             continue;
         };
         for (ck, _) in dv.as_map().unwrap_or_default() {
@@ -740,16 +913,33 @@ fn depends_on(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, ids: &BTreeMap<String,
                 ctx.note(&ck.pos, &format!("{key}.{}", ck.name), NoteKind::Ignored, format!("`{}` of a dependency: berth always waits for it and restarts dependents itself", ck.name), None);
             }
         }
-        let cond = dv.get("condition").and_then(Node::as_str).unwrap_or("service_started");
+        let cond = dv
+            .get("condition")
+            .and_then(Node::as_str)
+            .unwrap_or("service_started");
         let c = match cond {
             "service_started" => "started",
             "service_healthy" => "healthy",
             "service_completed_successfully" => {
-                ctx.changed(&dk.pos, &key, format!("berth waits for {:?} to start, not to finish: berth runs long-lived apps", dk.name), "do one-shot work (migrations, setup) in the app's own entrypoint");
+                ctx.changed(
+                    &dk.pos,
+                    &key,
+                    format!(
+                        "berth waits for {:?} to start, not to finish: berth runs long-lived apps",
+                        dk.name
+                    ),
+                    "do one-shot work (migrations, setup) in the app's own entrypoint",
+                );
                 "started"
             }
             other => {
-                ctx.error(&dk.pos, format!("services.{}.{key}: unknown condition {other:?}", ctx.service));
+                ctx.error(
+                    &dk.pos,
+                    format!(
+                        "services.{}.{key}: unknown condition {other:?}",
+                        ctx.service
+                    ),
+                );
                 continue;
             }
         };
@@ -764,7 +954,10 @@ fn duration_key(ctx: &mut Ctx<'_>, v: &Node, key: &str, allow_zero: bool) -> Opt
     let t = text(ctx, v, key)?;
     match parse_compose_duration(&t) {
         Ok(0) if !allow_zero => {
-            ctx.error(&v.pos, format!("services.{}.{key}: must be greater than zero", ctx.service));
+            ctx.error(
+                &v.pos,
+                format!("services.{}.{key}: must be greater than zero", ctx.service),
+            );
             None
         }
         Ok(ms) => Some(berth_duration(ms)),
@@ -785,14 +978,19 @@ fn healthcheck(ctx: &mut Ctx<'_>, app: &mut App, k: &Key, v: &Node) {
         None => None,
         Some(Value::Scalar { text, .. }) => Some(vec!["sh".into(), "-c".into(), text.clone()]),
         Some(Value::Seq(items)) => {
-            let words: Vec<String> = items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect();
+            let words: Vec<String> = items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect();
             match words.first().map(String::as_str) {
                 Some("NONE") => {
                     ctx.mapped(&k.pos, "healthcheck", "NONE: no health check".into());
                     return;
                 }
                 Some("CMD") if words.len() > 1 => Some(words[1..].to_vec()),
-                Some("CMD-SHELL") if words.len() == 2 => Some(vec!["sh".into(), "-c".into(), words[1].clone()]),
+                Some("CMD-SHELL") if words.len() == 2 => {
+                    Some(vec!["sh".into(), "-c".into(), words[1].clone()])
+                }
                 _ => {
                     ctx.error(&k.pos, format!("services.{}.healthcheck.test: expected [\"CMD\", ...], [\"CMD-SHELL\", \"...\"], [\"NONE\"] or a string", ctx.service));
                     return;
@@ -822,12 +1020,29 @@ fn healthcheck(ctx: &mut Ctx<'_>, app: &mut App, k: &Key, v: &Node) {
             "start_period" => h.start_period = duration_key(ctx, hv, &key, true),
             "retries" => match hv.as_str().and_then(|r| r.parse::<u32>().ok()) {
                 Some(r @ 1..=100) => h.retries = Some(r),
-                _ => ctx.unsupported(&hk.pos, &key, format!("retries {:?}: berth takes 1 to 100", hv.as_str().unwrap_or_default()), "use 1 to 100"),
+                _ => ctx.unsupported(
+                    &hk.pos,
+                    &key,
+                    format!(
+                        "retries {:?}: berth takes 1 to 100",
+                        hv.as_str().unwrap_or_default()
+                    ),
+                    "use 1 to 100",
+                ),
             },
-            other => ctx.unsupported(&hk.pos, &key, format!("berth health checks have no `{other}`"), "drop it"),
+            other => ctx.unsupported(
+                &hk.pos,
+                &key,
+                format!("berth health checks have no `{other}`"),
+                "drop it",
+            ),
         }
     }
-    ctx.mapped(&k.pos, "healthcheck", "health.command (executed in the container, as compose does)".into());
+    ctx.mapped(
+        &k.pos,
+        "healthcheck",
+        "health.command (executed in the container, as compose does)".into(),
+    );
     app.health = Some(h);
 }
 
@@ -836,7 +1051,12 @@ fn memory(ctx: &mut Ctx<'_>, app: &mut App, v: &Node, key: &str) {
     match parse_bytes(&t) {
         Ok(b) => {
             if app.memory.is_some() {
-                ctx.changed(&v.pos, key, "a second memory limit: the smaller one is kept".into(), "give one limit");
+                ctx.changed(
+                    &v.pos,
+                    key,
+                    "a second memory limit: the smaller one is kept".into(),
+                    "give one limit",
+                );
             }
             app.memory = Some(app.memory.map_or(b, |m| m.min(b)));
             ctx.mapped(&v.pos, key, format!("memory {b} bytes"));
@@ -857,7 +1077,12 @@ fn deploy(ctx: &mut Ctx<'_>, app: &mut App, v: &Node) {
                         if rk.name == "limits" && lk.name == "memory" {
                             memory(ctx, app, lv, &lkey);
                         } else {
-                            ctx.unsupported(&lk.pos, &lkey, format!("berth sets no {} {}", rk.name, lk.name), "drop it; berth limits memory only");
+                            ctx.unsupported(
+                                &lk.pos,
+                                &lkey,
+                                format!("berth sets no {} {}", rk.name, lk.name),
+                                "drop it; berth limits memory only",
+                            );
                         }
                     }
                 }
@@ -872,12 +1097,24 @@ fn deploy(ctx: &mut Ctx<'_>, app: &mut App, v: &Node) {
                 ctx.mapped(&dk.pos, &key, format!("restart {:?}", app.restart));
                 for (pk, _) in dv.as_map().unwrap_or_default() {
                     if pk.name != "condition" {
-                        ctx.changed(&pk.pos, &format!("{key}.{}", pk.name), "berth's supervision has its own backoff and quarantine".into(), "nothing to do");
+                        ctx.changed(
+                            &pk.pos,
+                            &format!("{key}.{}", pk.name),
+                            "berth's supervision has its own backoff and quarantine".into(),
+                            "nothing to do",
+                        );
                     }
                 }
             }
-            "replicas" if dv.as_str() == Some("1") => ctx.mapped(&dk.pos, &key, "one container".into()),
-            _ => ctx.unsupported(&dk.pos, &key, format!("berth has no `deploy.{}`", dk.name), "drop it: berth runs one container per app"),
+            "replicas" if dv.as_str() == Some("1") => {
+                ctx.mapped(&dk.pos, &key, "one container".into())
+            }
+            _ => ctx.unsupported(
+                &dk.pos,
+                &key,
+                format!("berth has no `deploy.{}`", dk.name),
+                "drop it: berth runs one container per app",
+            ),
         }
     }
 }
@@ -888,15 +1125,26 @@ fn secrets(ctx: &mut Ctx<'_>, app: &mut App, v: &Node) {
         let (source, target) = match &item.value {
             Value::Scalar { text, .. } => (text.clone(), None),
             _ => (
-                item.get("source").and_then(Node::as_str).unwrap_or_default().to_string(),
-                item.get("target").and_then(Node::as_str).map(str::to_string),
+                item.get("source")
+                    .and_then(Node::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                item.get("target")
+                    .and_then(Node::as_str)
+                    .map(str::to_string),
             ),
         };
         let name = {
             let n: String = source
                 .to_ascii_lowercase()
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
                 .collect();
             n.trim_start_matches(['_', '.', '-']).to_string()
         };
@@ -905,17 +1153,32 @@ fn secrets(ctx: &mut Ctx<'_>, app: &mut App, v: &Node) {
             continue;
         }
         if name != source {
-            ctx.changed(&item.pos, &key, format!("secret {source:?} is mounted as /run/secrets/{name}"), "point the app at the new path");
+            ctx.changed(
+                &item.pos,
+                &key,
+                format!("secret {source:?} is mounted as /run/secrets/{name}"),
+                "point the app at the new path",
+            );
         }
         if let Some(t) = target
             && t != source
             && t != format!("/run/secrets/{source}")
         {
-            ctx.unsupported(&item.pos, &key, format!("target {t:?}: berth mounts secrets at /run/secrets/{name}"), "point the app at /run/secrets/<name>");
+            ctx.unsupported(
+                &item.pos,
+                &key,
+                format!("target {t:?}: berth mounts secrets at /run/secrets/{name}"),
+                "point the app at /run/secrets/<name>",
+            );
         }
         for (sk, _) in item.as_map().unwrap_or_default() {
             if matches!(sk.name.as_str(), "uid" | "gid" | "mode") {
-                ctx.unsupported(&sk.pos, &format!("{key}.{}", sk.name), "berth's secret files are 0400, owned by root".into(), "run the app as a user that can read them, or copy the file at start");
+                ctx.unsupported(
+                    &sk.pos,
+                    &format!("{key}.{}", sk.name),
+                    "berth's secret files are 0400, owned by root".into(),
+                    "run the app as a user that can read them, or copy the file at start",
+                );
             }
         }
         ctx.changed(&item.pos, &key, format!("secret {name:?}: berth generates its value (32 random characters) at install; nothing from the compose source is copied"), "if the app needs a value you choose, write it to the secret's file after install");
@@ -926,14 +1189,34 @@ fn secrets(ctx: &mut Ctx<'_>, app: &mut App, v: &Node) {
 }
 
 fn networks(ctx: &mut Ctx<'_>, v: &Node, k: &Key) {
-    ctx.changed(&k.pos, "networks", "berth puts every app on the one stack network".into(), "address other apps by their app id");
+    ctx.changed(
+        &k.pos,
+        "networks",
+        "berth puts every app on the one stack network".into(),
+        "address other apps by their app id",
+    );
     for (nk, nv) in v.as_map().unwrap_or_default() {
         for (ak, _) in nv.as_map().unwrap_or_default() {
             let key = format!("networks.{}.{}", nk.name, ak.name);
             match ak.name.as_str() {
-                "ipv4_address" | "ipv6_address" => ctx.unsupported(&ak.pos, &key, "a fixed address: berth lets the engine assign addresses".into(), "address the app by its app id"),
-                "aliases" => ctx.unsupported(&ak.pos, &key, "berth gives each app one DNS name, its app id".into(), "rename the service, or use the app id"),
-                other => ctx.unsupported(&ak.pos, &key, format!("berth has no network `{other}`"), "drop it"),
+                "ipv4_address" | "ipv6_address" => ctx.unsupported(
+                    &ak.pos,
+                    &key,
+                    "a fixed address: berth lets the engine assign addresses".into(),
+                    "address the app by its app id",
+                ),
+                "aliases" => ctx.unsupported(
+                    &ak.pos,
+                    &key,
+                    "berth gives each app one DNS name, its app id".into(),
+                    "rename the service, or use the app id",
+                ),
+                other => ctx.unsupported(
+                    &ak.pos,
+                    &key,
+                    format!("berth has no network `{other}`"),
+                    "drop it",
+                ),
             }
         }
     }
@@ -945,7 +1228,15 @@ mod tests {
 
     #[test]
     fn durations() {
-        let ok = [("30s", 30_000), ("1m30s", 90_000), ("1.5s", 1_500), ("500ms", 500), ("2h", 7_200_000), ("10us", 1), ("0s", 0)];
+        let ok = [
+            ("30s", 30_000),
+            ("1m30s", 90_000),
+            ("1.5s", 1_500),
+            ("500ms", 500),
+            ("2h", 7_200_000),
+            ("10us", 1),
+            ("0s", 0),
+        ];
         for (s, ms) in ok {
             assert_eq!(parse_compose_duration(s), Ok(ms), "{s}");
         }
@@ -956,7 +1247,14 @@ mod tests {
 
     #[test]
     fn sizes() {
-        let ok = [("512m", 512 << 20), ("1g", 1 << 30), ("1GB", 1 << 30), ("1024k", 1 << 20), ("100b", 100), ("2048", 2048)];
+        let ok = [
+            ("512m", 512 << 20),
+            ("1g", 1 << 30),
+            ("1GB", 1 << 30),
+            ("1024k", 1 << 20),
+            ("100b", 100),
+            ("2048", 2048),
+        ];
         for (s, b) in ok {
             assert_eq!(parse_bytes(s), Ok(b), "{s}");
         }
@@ -967,7 +1265,13 @@ mod tests {
 
     #[test]
     fn ids() {
-        let cases = [("web", "web"), ("My_App", "my-app"), ("app.v2", "app-v2"), ("1st", "app-1st"), ("__x__", "x")];
+        let cases = [
+            ("web", "web"),
+            ("My_App", "my-app"),
+            ("app.v2", "app-v2"),
+            ("1st", "app-1st"),
+            ("__x__", "x"),
+        ];
         for (name, id) in cases {
             assert_eq!(to_id(name, "app"), id, "{name}");
         }

@@ -16,9 +16,12 @@ fn raw(node: &Node) -> J {
         Value::Null => J::Null,
         Value::Scalar { text, .. } => J::String(text.clone()),
         Value::Seq(items) => J::Array(items.iter().map(raw).collect()),
-        Value::Map(entries) => {
-            J::Object(entries.iter().map(|(k, v)| (k.name.clone(), raw(v))).collect())
-        }
+        Value::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.name.clone(), raw(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -66,10 +69,23 @@ fn port(node: &Node) -> String {
             }
         }
         _ => {
-            let s = |k: &str| node.get(k).and_then(Node::as_str).unwrap_or_default().to_string();
-            let proto = if s("protocol").is_empty() { "tcp".to_string() } else { s("protocol") };
+            let s = |k: &str| {
+                node.get(k)
+                    .and_then(Node::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let proto = if s("protocol").is_empty() {
+                "tcp".to_string()
+            } else {
+                s("protocol")
+            };
             let ip = s("host_ip");
-            let head = if ip.is_empty() { String::new() } else { format!("{ip}:") };
+            let head = if ip.is_empty() {
+                String::new()
+            } else {
+                format!("{ip}:")
+            };
             format!("{head}{}:{}/{proto}", s("published"), s("target"))
         }
     }
@@ -82,16 +98,30 @@ fn volume(node: &Node, project_dir: &str) -> J {
             match parts.as_slice() {
                 [t] => ("volume".to_string(), String::new(), t.to_string(), false),
                 [s, t, rest @ ..] => {
-                    let ro = rest.first().is_some_and(|m| m.split(',').any(|o| o == "ro"));
-                    let kind = if s.starts_with(['/', '.', '~']) { "bind" } else { "volume" };
+                    let ro = rest
+                        .first()
+                        .is_some_and(|m| m.split(',').any(|o| o == "ro"));
+                    let kind = if s.starts_with(['/', '.', '~']) {
+                        "bind"
+                    } else {
+                        "volume"
+                    };
                     (kind.to_string(), s.to_string(), t.to_string(), ro)
                 }
                 [] => (String::new(), String::new(), String::new(), false),
             }
         }
         _ => {
-            let s = |k: &str| node.get(k).and_then(Node::as_str).unwrap_or_default().to_string();
-            let ro = node.get("read_only").and_then(Node::as_bool).unwrap_or(false);
+            let s = |k: &str| {
+                node.get(k)
+                    .and_then(Node::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let ro = node
+                .get("read_only")
+                .and_then(Node::as_bool)
+                .unwrap_or(false);
             (s("type"), s("source"), s("target"), ro)
         }
     };
@@ -146,8 +176,12 @@ fn service(node: &Node, project_dir: &str) -> J {
                 json!(ps)
             }
             "volumes" => {
-                let mut vs: Vec<J> =
-                    v.as_seq().unwrap_or_default().iter().map(|i| volume(i, project_dir)).collect();
+                let mut vs: Vec<J> = v
+                    .as_seq()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|i| volume(i, project_dir))
+                    .collect();
                 vs.sort_by_key(|j| j["target"].as_str().unwrap_or_default().to_string());
                 J::Array(vs)
             }
@@ -156,7 +190,10 @@ fn service(node: &Node, project_dir: &str) -> J {
                     .unwrap_or_default()
                     .iter()
                     .map(|(d, c)| {
-                        let cond = c.get("condition").map(raw).unwrap_or(json!("service_started"));
+                        let cond = c
+                            .get("condition")
+                            .map(raw)
+                            .unwrap_or(json!("service_started"));
                         (d.name.clone(), cond)
                     })
                     .collect(),
@@ -174,7 +211,11 @@ fn service(node: &Node, project_dir: &str) -> J {
                     .iter()
                     .map(|i| match i.as_str() {
                         Some(s) => s.to_string(),
-                        None => i.get("source").and_then(Node::as_str).unwrap_or_default().to_string(),
+                        None => i
+                            .get("source")
+                            .and_then(Node::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
                     })
                     .collect();
                 ss.sort();
@@ -182,7 +223,11 @@ fn service(node: &Node, project_dir: &str) -> J {
             }
             "deploy" => {
                 let mut d = raw(v);
-                if let Some(m) = v.get("resources").and_then(|r| r.get("limits")).and_then(|l| l.get("memory")) {
+                if let Some(m) = v
+                    .get("resources")
+                    .and_then(|r| r.get("limits"))
+                    .and_then(|l| l.get("memory"))
+                {
                     d["resources"]["limits"]["memory"] = bytes(m);
                 }
                 d
@@ -208,7 +253,13 @@ pub fn project_with_dir(model: &Model, project_dir: &str) -> J {
             .sections
             .iter()
             .filter(|(k, _)| k.name == section)
-            .flat_map(|(_, v)| v.as_map().unwrap_or_default().iter().map(|(k, _)| k.name.clone()).collect::<Vec<_>>())
+            .flat_map(|(_, v)| {
+                v.as_map()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(k, _)| k.name.clone())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         n.sort();
         n

@@ -124,9 +124,7 @@ impl Node {
     pub fn as_bool(&self) -> Option<bool> {
         match &self.value {
             Value::Scalar { text, .. } => match text.as_str() {
-                "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {
-                    Some(true)
-                }
+                "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Some(true),
                 "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
                     Some(false)
                 }
@@ -148,7 +146,8 @@ impl Node {
 }
 
 /// A YAML problem, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pos}: {message}")]
 pub struct YamlError {
     pub pos: Pos,
     pub message: String,
@@ -437,8 +436,16 @@ mod tests {
     fn refusals() {
         let cases = [
             ("a: 1\na: 2\n", 2, "duplicate key `a`"),
-            ("a: *nope\n", 1, "invalid yaml: while parsing node, found unknown anchor"),
-            ("a: 1\n---\nb: 2\n", 2, "a compose file holds one yaml document"),
+            (
+                "a: *nope\n",
+                1,
+                "invalid yaml: while parsing node, found unknown anchor",
+            ),
+            (
+                "a: 1\n---\nb: 2\n",
+                2,
+                "a compose file holds one yaml document",
+            ),
             ("a: [1, 2\n", 2, "invalid yaml"),
             ("a:\n  <<: 1\n", 2, "a merge key `<<` takes"),
         ];

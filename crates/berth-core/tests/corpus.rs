@@ -1,6 +1,11 @@
 //! The manifest corpus: every `tests/corpus/<name>.toml` is a broken stack
-//! file whose exact diagnostics are in `<name>.expected`, one per line;
-//! every `tests/corpus/valid/*.toml` must load.
+//! file (or standalone app file) whose exact diagnostics are in
+//! `<name>.expected`, one per line; every `tests/corpus/valid/*.toml` must
+//! load. Files are told apart by parsing, as berth does (`parse_manifest`),
+//! and included files are read capped (an include may name `/dev/zero`).
+//! File names start with the class of problem they cover (`image-`,
+//! `numbers-`, `control-`, `reserved-`, `collision-`, `dns-`, `read-`,
+//! `stack-`/`app-file-`, `two-`/`many-`, `bom-`/`deep-`).
 //!
 //! Included files (`manifest = "..."`) resolve relative to the stack file's
 //! directory, as the CLI does. To regenerate the expected files after a

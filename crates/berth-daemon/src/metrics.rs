@@ -410,6 +410,10 @@ impl Engine for MeteredEngine {
         self.timed("remove_container", self.inner.remove_container(name, force))
             .await
     }
+    async fn container_image_id(&self, name: &str) -> berth_engine::Result<Option<String>> {
+        self.timed("container_image_id", self.inner.container_image_id(name))
+            .await
+    }
     async fn rename_container(&self, name: &str, new_name: &str) -> berth_engine::Result<()> {
         self.timed(
             "rename_container",

@@ -64,13 +64,16 @@ async fn rpc_handler(State(state): State<RpcState>, body: Body) -> Response {
     {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => {
-            return json_response(&rpc::response(
+            // 413 as on TCP, with the JSON-RPC error for the client.
+            let mut r = json_response(&rpc::response(
                 Value::Null,
                 Err(RpcError::new(
                     rpc::INVALID_REQUEST,
                     format!("request body larger than {RPC_BODY_BYTES_MAX} bytes (or unreadable)"),
                 )),
             ));
+            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return r;
         }
         Err(_) => {
             return json_response(&rpc::response(

@@ -597,6 +597,9 @@ impl Engine for SlowStarts {
     async fn remove_container(&self, n: &str, f: bool) -> berth_engine::Result<()> {
         self.fake.remove_container(n, f).await
     }
+    async fn container_image_id(&self, n: &str) -> berth_engine::Result<Option<String>> {
+        self.fake.container_image_id(n).await
+    }
     async fn rename_container(&self, n: &str, to: &str) -> berth_engine::Result<()> {
         self.fake.rename_container(n, to).await
     }

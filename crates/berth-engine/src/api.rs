@@ -992,6 +992,10 @@ impl Engine for ApiEngine {
         }
     }
 
+    async fn container_image_id(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.inspect_wire(name).await?.and_then(|i| i.image))
+    }
+
     async fn rename_container(&self, name: &str, new_name: &str) -> Result<()> {
         let options = RenameContainerOptionsBuilder::default()
             .name(new_name)

@@ -770,6 +770,15 @@ impl Engine for FakeEngine {
         }
     }
 
+    async fn container_image_id(&self, name: &str) -> Result<Option<String>> {
+        let st = self.begin(Call::Inspect { name: name.into() })?;
+        // The fake has no image store: the reference stands in for the id.
+        Ok(st
+            .containers
+            .get(name)
+            .map(|c| format!("fake-image:{}", c.spec.image)))
+    }
+
     async fn rename_container(&self, name: &str, new_name: &str) -> Result<()> {
         let mut st = self.begin(Call::Rename {
             name: name.into(),

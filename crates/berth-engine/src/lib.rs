@@ -196,6 +196,10 @@ pub trait Engine: Send + Sync {
     /// until the new one proved itself). `NotFound` when `name` does not
     /// exist, `Conflict` when `new_name` is taken.
     async fn rename_container(&self, name: &str, new_name: &str) -> Result<()>;
+    /// The id of the image a container was created from (what the engine
+    /// actually runs, whatever the tag points at now). `Ok(None)` when the
+    /// container does not exist.
+    async fn container_image_id(&self, name: &str) -> Result<Option<String>>;
 
     /// The last `tail` lines of the container's stdout/stderr.
     async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>>;

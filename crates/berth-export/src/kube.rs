@@ -464,7 +464,7 @@ pub fn render(stack: &Stack, opts: &KubeOptions) -> Result<KubeExport, ExportErr
         .values()
         .any(|a| !crate::gate_nodes(a).is_empty());
     if gated {
-        let json = serde_json::to_string_pretty(stack)
+        let json = serde_json::to_string(stack)
             .map_err(|e| ExportError::Yaml(format!("stack model: {e}")))?;
         objects.push(Object::ConfigMap(ConfigMap {
             api_version: "v1".into(),

@@ -512,10 +512,18 @@ impl<'a> Journal<'a> {
 
     /// An update's commit point: the new record and the commit step in one
     /// transaction (see `berth_core::plan::STEP_COMMIT`).
-    pub(crate) fn commit(&self, rec: &berth_store::AppRecord) -> Result<()> {
-        self.ctx
-            .store()
-            .commit_update(self.op, plan::STEP_COMMIT, rec, berth_store::now_ms())?;
+    pub(crate) fn commit(
+        &self,
+        rec: &berth_store::AppRecord,
+        revision: &berth_store::NewRevision<'_>,
+    ) -> Result<()> {
+        self.ctx.store().commit_update(
+            self.op,
+            plan::STEP_COMMIT,
+            rec,
+            revision,
+            berth_store::now_ms(),
+        )?;
         crash_point(plan::STEP_COMMIT, "done");
         Ok(())
     }
@@ -580,11 +588,27 @@ async fn create_journaled(
     match result {
         Ok(()) => {
             let rec = stackdb::record_for(stack, app, stack_file, Desired::Running, installed_at);
+            let image_id = image_id_of(ctx, &spec.name).await;
+            let hash = spec.hash();
+            let revision = |outcome| berth_store::NewRevision {
+                outcome,
+                manifest: app,
+                image_id: image_id.as_deref(),
+                spec_hash: &hash,
+                error: None,
+            };
             if kind == plan::OP_UPDATE {
-                journal.commit(&rec)?;
+                journal.commit(&rec, &revision(berth_store::RevisionOutcome::Updated))?;
                 remove_kept(ctx, &app.id, &spec.name, &journal).await?;
             } else {
                 ctx.store().put_app(&rec)?;
+                if kind == "install" {
+                    ctx.store().add_revision(
+                        &app.id,
+                        &revision(berth_store::RevisionOutcome::Installed),
+                        berth_store::now_ms(),
+                    )?;
+                }
             }
             journal.finish(OpOutcome::Succeeded, None)?;
             let mut what = match action {
@@ -617,6 +641,17 @@ async fn create_journaled(
                 berth_store::Redactor::new(ctx.state.secrets().all_values().unwrap_or_default());
             let reason = redactor.redact(&failure.to_string());
             if kind == plan::OP_UPDATE {
+                ctx.store().add_revision(
+                    &app.id,
+                    &berth_store::NewRevision {
+                        outcome: berth_store::RevisionOutcome::UpdateFailed,
+                        manifest: app,
+                        image_id: None,
+                        spec_hash: &spec.hash(),
+                        error: Some(&reason),
+                    },
+                    berth_store::now_ms(),
+                )?;
                 let mut message = format!("update of {} failed: {reason}", app.id);
                 if let Some(code) = exit_code {
                     message.push_str(&format!(" (new container exit code {code})"));
@@ -796,6 +831,12 @@ async fn keep_old(
     ctx.engine.rename_container(name, &kept).await?;
     journal.done(s, false)?;
     Ok(())
+}
+
+/// The id of the image the container runs, for its revision. Best effort:
+/// a revision without it is still a revision.
+async fn image_id_of(ctx: &Ctx, name: &str) -> Option<String> {
+    ctx.engine.container_image_id(name).await.ok().flatten()
 }
 
 /// After an update's commit: the kept old container goes. A failure here

@@ -15,11 +15,10 @@ use berth_store::{ReadFileError, STACK_FILE_MAX_BYTES, read_include, read_text_c
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackFileError {
-    #[error("cannot read {}: {source}", display_path(path))]
-    Read {
-        path: PathBuf,
-        source: ReadFileError,
-    },
+    /// The read error names the path itself (control characters escaped),
+    /// and is the whole message: not a `source`, so it is not said twice.
+    #[error("{error}")]
+    Read { path: PathBuf, error: ReadFileError },
     /// Every problem of the file at once (file:line:column).
     #[error("{display} is not valid: {diagnostics}")]
     Invalid {
@@ -32,9 +31,9 @@ pub enum StackFileError {
 /// relative to the file.
 pub fn load_stack_file(path: &Path) -> Result<Stack, StackFileError> {
     let text =
-        read_text_capped(path, STACK_FILE_MAX_BYTES).map_err(|source| StackFileError::Read {
+        read_text_capped(path, STACK_FILE_MAX_BYTES).map_err(|error| StackFileError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     let display = display_path(path);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();

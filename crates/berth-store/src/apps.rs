@@ -134,11 +134,20 @@ impl Store {
     /// and a finished `kind` step of operation `op`. A crash leaves
     /// either both or neither, so recovery can tell from the journal alone
     /// whether the new container is the app's.
-    pub fn commit_update(&self, op: i64, kind: &str, rec: &AppRecord, now_ms: i64) -> Result<()> {
+    /// The new revision is recorded in the same transaction.
+    pub fn commit_update(
+        &self,
+        op: i64,
+        kind: &str,
+        rec: &AppRecord,
+        revision: &crate::NewRevision<'_>,
+        now_ms: i64,
+    ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         put_app_on(&tx, rec)?;
         crate::journal::record_done_step_on(&tx, op, kind, &rec.id, now_ms)?;
+        crate::revisions::add_revision_on(&tx, &rec.id, revision, now_ms)?;
         tx.commit()?;
         Ok(())
     }
@@ -236,6 +245,8 @@ impl Store {
         tx.prepare_cached("DELETE FROM gate_states WHERE app = ?1")?
             .execute([id])?;
         tx.prepare_cached("DELETE FROM node_trackers WHERE node = ?1")?
+            .execute([id])?;
+        tx.prepare_cached("DELETE FROM revisions WHERE app = ?1")?
             .execute([id])?;
         tx.commit()?;
         Ok(n > 0)

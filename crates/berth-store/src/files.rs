@@ -27,13 +27,11 @@ pub const APP_FILE_MAX_BYTES: u64 = 1024 * 1024;
 /// Why a file could not be read as text.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadFileError {
-    /// The path does not exist, is not accessible, or reading failed.
-    #[error("reading {}: {source}", display_path(path))]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// The path does not exist, is not accessible, or reading failed. The
+    /// io error is part of the message, not a `source`, so a report that
+    /// prints the chain does not say it twice.
+    #[error("reading {}: {error}", display_path(path))]
+    Io { path: PathBuf, error: io::Error },
 
     /// The path names something other than a regular file (after following
     /// symlinks): a directory, FIFO, socket or device.
@@ -65,7 +63,7 @@ impl ReadFileError {
 
     /// True when the file does not exist (callers word that case their own way).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        matches!(self, Self::Io { error, .. } if error.kind() == io::ErrorKind::NotFound)
     }
 }
 
@@ -73,9 +71,9 @@ impl ReadFileError {
 /// regular file is read, a link to a device is refused) as UTF-8 text of at
 /// most `cap_bytes` bytes.
 pub fn read_text_capped(path: &Path, cap_bytes: u64) -> Result<String, ReadFileError> {
-    let io_err = |source| ReadFileError::Io {
+    let io_err = |error| ReadFileError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     // Checked before opening: opening a FIFO for reading would block.
     let before = std::fs::metadata(path).map_err(io_err)?;
@@ -108,7 +106,7 @@ impl ReadFileError {
     /// What went wrong, without the path.
     pub fn reason(&self) -> String {
         match self {
-            Self::Io { source, .. } => source.to_string(),
+            Self::Io { error, .. } => error.to_string(),
             Self::NotRegularFile { kind, .. } => format!("it is {kind}, not a regular file"),
             Self::TooLarge { cap_bytes, .. } => format!("it is larger than {cap_bytes} bytes"),
             Self::NotUtf8 { offset, .. } => {
@@ -124,9 +122,9 @@ fn read_capped(path: &Path, file: File, cap_bytes: u64) -> Result<String, ReadFi
     // without ever holding more than cap + 1 bytes.
     file.take(cap_bytes.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(|source| ReadFileError::Io {
+        .map_err(|error| ReadFileError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > cap_bytes {
         return Err(ReadFileError::TooLarge {

@@ -11,6 +11,7 @@ mod events;
 pub mod files;
 mod gates;
 mod journal;
+mod revisions;
 mod runs;
 mod schema;
 mod secrets;
@@ -32,6 +33,9 @@ pub use files::{
 pub use journal::{
     OP_ERROR_MAX_BYTES, OP_STATE_RUNNING, OPS_MAX, OpOutcome, Operation, STEP_STATE_DONE,
     STEP_STATE_INTENT, STEP_STATE_UNDONE, STEPS_PER_OP_MAX, Step,
+};
+pub use revisions::{
+    NewRevision, REVISION_ERROR_MAX_BYTES, REVISIONS_PER_APP_MAX, Revision, RevisionOutcome,
 };
 pub use runs::{
     RUN_ID_MAX_BYTES, RUN_JSON_BYTES_MAX, RUN_LOCK_FILE_NAME, RUN_PARAMS_BYTES_MAX, RUNS_DIR_NAME,

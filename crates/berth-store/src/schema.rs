@@ -131,6 +131,24 @@ CREATE TABLE runs (
 CREATE INDEX runs_by_created ON runs (created_ms, id);
 "#,
     ),
+    // 5: revisions of each installed app (issue 12): what was installed or
+    // updated to, or tried and failed, newest last, bounded per app.
+    M::up(
+        r#"
+CREATE TABLE revisions (
+    app          TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    outcome      TEXT NOT NULL CHECK (outcome IN ('installed', 'updated', 'update-failed')),
+    image        TEXT NOT NULL,
+    image_id     TEXT,
+    spec_hash    TEXT NOT NULL,
+    app_json     TEXT NOT NULL,
+    error        TEXT,
+    PRIMARY KEY (app, seq)
+) STRICT;
+"#,
+    ),
 ];
 
 /// Every migration of the state database, oldest first.

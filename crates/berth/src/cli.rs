@@ -162,6 +162,13 @@ pub enum Command {
         #[command(flatten)]
         json: Json,
     },
+    /// The revisions of an installed app: what it was installed and updated to, and the updates that failed, oldest first.
+    History {
+        /// The app id.
+        app: String,
+        #[command(flatten)]
+        json: Json,
+    },
     /// Show the event history.
     Events {
         /// Only this app's events.
@@ -200,6 +207,11 @@ pub enum Command {
         /// Address of the HTTP API and dashboard, e.g. "127.0.0.1:7780", or "off" (overrides the config file and BERTH_LISTEN).
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+    },
+    /// Export a stack for another supervisor: Quadlet units, plain systemd units, or Kubernetes objects (docs/export-quadlet.md, docs/export-systemd.md, docs/export-kube.md).
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
     },
     /// Print the HTTP API token (made at the first daemon start; made now if missing) and where the dashboard is.
     Token {
@@ -256,6 +268,101 @@ pub enum GateCommand {
         /// The gated app.
         app: String,
     },
+    /// Block until APP's required nodes are synced (same probes and latch as berth's gate; a latched gate returns at once). Exported units and init containers run this. Exit 0 when released, 1 with the reason on timeout.
+    Wait {
+        /// The gated app (looked up in --stack: a stack file, or the JSON stack model of `berth export kube`).
+        app: String,
+        /// Give up after this long, e.g. "30m" (default: wait as long as it takes).
+        #[arg(long, value_name = "DUR")]
+        timeout: Option<String>,
+        /// Reach a node at HOST:PORT instead of through the engine (repeatable; all required nodes or none), e.g. bitcoind=demo-bitcoind:8332.
+        #[arg(long, value_name = "NODE=HOST:PORT")]
+        node: Vec<String>,
+        /// With --node: the directory holding each node's RPC password as NODE/SECRET.
+        #[arg(long, value_name = "DIR")]
+        node_secrets: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Quadlet units (.container, .volume, .network) for Podman 4.4 or later, plus a plain unit per gate.
+    Quadlet {
+        /// Stack file (default: --stack).
+        stack: Option<PathBuf>,
+        /// Directory the units are written to (created if missing).
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// Podman release of the target host, e.g. 4.4 or 5.2.1: which Quadlet keys it knows.
+        #[arg(long, value_name = "VERSION")]
+        podman_version: String,
+        #[command(flatten)]
+        host: ExportHost,
+    },
+    /// Plain systemd .service units running `podman run` or `docker run`, for Podman before 4.4 and Docker.
+    Systemd {
+        /// Stack file (default: --stack).
+        stack: Option<PathBuf>,
+        /// Directory the units are written to (created if missing).
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// Engine whose command line the units run.
+        #[arg(long, value_enum, default_value = "podman")]
+        engine_cli: EngineCliArg,
+        /// Path of the engine's CLI on the target host (default /usr/bin/podman or /usr/bin/docker).
+        #[arg(long, value_name = "PATH")]
+        engine_bin: Option<String>,
+        #[command(flatten)]
+        host: ExportHost,
+    },
+    /// Kubernetes objects in one YAML file, for a cluster or for `podman kube play`.
+    Kube {
+        /// Stack file (default: --stack).
+        stack: Option<PathBuf>,
+        /// The YAML file written.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Where the objects are played: a cluster, or Podman 4.3's `kube play` (no Secret, Service or readiness probe).
+        #[arg(long, value_enum, default_value = "kubernetes")]
+        target: KubeTargetArg,
+        /// Image with the berth binary, for the gate init containers.
+        #[arg(long, default_value = "localhost/berth:latest")]
+        berth_image: String,
+        /// Image with sh, nc and sleep, for the dependency init containers.
+        #[arg(long, default_value = "docker.io/library/busybox:1.36")]
+        wait_image: String,
+        /// berth's state directory on the target host (podman target: its secret files are mounted from there).
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/berth")]
+        host_state_dir: String,
+    },
+}
+
+/// Where the exported units find berth on the target host.
+#[derive(Debug, Args)]
+pub struct ExportHost {
+    /// berth's state directory on the target host (secret files, gate latches).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/berth")]
+    pub host_state_dir: String,
+    /// The berth binary on the target host, for `berth gate wait`.
+    #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/berth")]
+    pub berth_bin: String,
+    /// The stack file on the target host, for `berth gate wait` (default: this stack file's absolute path).
+    #[arg(long, value_name = "PATH")]
+    pub host_stack: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineCliArg {
+    Podman,
+    Docker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KubeTargetArg {
+    /// A Kubernetes cluster: Deployments (Recreate), Services, Secrets referenced by name.
+    Kubernetes,
+    /// Podman 4.3's `podman kube play`: Pods, PVCs, a ConfigMap; secrets as read-only hostPath mounts.
+    Podman,
 }
 
 #[derive(Debug, Args)]

@@ -88,9 +88,7 @@ pub type CmdResult<T = u8> = Result<T, Failure>;
 pub fn load_stack(path: &Path) -> CmdResult<Stack> {
     berth_ops::load_stack_file(path).map_err(|e| match e {
         // The read error names the path itself (control characters escaped).
-        berth_ops::StackFileError::Read { source, .. } => {
-            Failure::usage(anyhow::Error::new(source))
-        }
+        berth_ops::StackFileError::Read { error, .. } => Failure::usage(anyhow::Error::new(error)),
         berth_ops::StackFileError::Invalid {
             display,
             diagnostics,

@@ -54,17 +54,32 @@ fn import_and_run(stack: &str, files: &[&str], extra: &[&str], apps: &[&str]) {
 
 #[test]
 fn bitcoin_node_with_app_proxy_runs() {
-    import_and_run("bitcoin", &["docker-compose.yml"], &[], &["bitcoind", "app-proxy"]);
+    import_and_run(
+        "bitcoin",
+        &["docker-compose.yml"],
+        &[],
+        &["bitcoind", "app-proxy"],
+    );
 }
 
 #[test]
 fn electrum_server_runs() {
-    import_and_run("electrs", &["docker-compose.yml"], &[], &["electrs", "app-proxy"]);
+    import_and_run(
+        "electrs",
+        &["docker-compose.yml"],
+        &[],
+        &["electrs", "app-proxy"],
+    );
 }
 
 #[test]
 fn mempool_with_database_runs_and_debug_profile_is_skipped() {
-    import_and_run("mempool", &["docker-compose.yml"], &[], &["web", "api", "db"]);
+    import_and_run(
+        "mempool",
+        &["docker-compose.yml"],
+        &[],
+        &["web", "api", "db"],
+    );
 }
 
 #[test]
@@ -118,7 +133,7 @@ fn refusals_write_nothing() {
         ),
         (
             "unset.yml",
-            "services:\n  web:\n    image: \"x:${TAG}\"\n",
+            "services:\n  web:\n    image: x\n    command: \"run ${TAG}\"\n",
             &["--strict"],
             "variable TAG is not set",
         ),
@@ -138,7 +153,10 @@ fn refusals_write_nothing() {
         assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(message), "{name}: {stderr}");
-        assert!(stderr.contains(&format!("{name}:")), "{name}: names the file: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}:")),
+            "{name}: names the file: {stderr}"
+        );
         assert!(!out_file.exists(), "{name}: wrote {}", out_file.display());
     }
 }

@@ -134,8 +134,28 @@ fn r12_a_failed_update_puts_the_running_version_back_with_its_data() {
             events(&env, "app").iter().any(|(k, _)| k == "updated"),
             "{engine}"
         );
+        // The revisions say what happened, oldest first.
+        let out = env.ok(&["history", "app", "--json"]);
+        let revs: Value = serde_json::from_slice(&out.stdout).expect("history --json");
+        let outcomes: Vec<&str> = revs
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|r| r["outcome"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            outcomes,
+            ["installed", "update-failed", "update-failed", "updated"],
+            "{engine}: {revs}"
+        );
+        assert!(
+            revs[3]["image_id"].as_str().is_some_and(|i| !i.is_empty()),
+            "{engine}: the image the engine ran is recorded: {revs}"
+        );
         env.ok(&["down", "--purge"]);
         assert_eq!(env.leftovers(), Vec::<String>::new(), "{engine}");
+        let out = env.berth(&["history", "app"]);
+        assert!(!out.status.success(), "{engine}: no history of an uninstalled app");
     }
 }
 
@@ -203,6 +223,60 @@ fn berth_killed_at_each_update_step_leaves_exactly_one_container_the_right_one()
             assert!(
                 String::from_utf8_lossy(&out.stderr).contains("nothing to do"),
                 "{engine} {point}: store and engine agree: {}",
+                text(&out)
+            );
+        }
+        env.ok(&["down", "--purge"]);
+        assert_eq!(env.leftovers(), Vec::<String>::new(), "{engine}");
+    }
+}
+
+/// berth killed with SIGKILL from outside, at moments that fall anywhere in
+/// an update (the injected points above only cover the journal's
+/// boundaries): recovery leaves exactly one container, running, of either
+/// the old or the new version, and the store agrees with it.
+#[test]
+fn berth_killed_from_outside_during_an_update_leaves_exactly_one_container() {
+    for engine in engines() {
+        let env = Env::new(&engine, "updx");
+        let c = env.container("app");
+        let mut current = 1u32;
+        env.write_stack(&web_at("1"));
+        env.ok(&["up"]);
+        env.engine_cmd(&["exec", &c, "sh", "-c", "echo kept > /data/marker"]);
+        for delay_ms in [100u64, 250, 400, 550, 700, 850, 1000, 1200, 1500, 2500] {
+            let next = current + 1;
+            env.write_stack(&web_at(&next.to_string()));
+            let mut child = env.berth_command(&["up"]).spawn().expect("spawn berth up");
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            // SIGKILL: no cleanup of any kind runs in berth.
+            let _ = child.kill();
+            let _ = child.wait();
+            let rec = env.berth(&["recover", "--json"]);
+            assert!(rec.status.success(), "{engine} {delay_ms} ms: {}", text(&rec));
+            assert_eq!(
+                containers(&env),
+                vec![c.clone()],
+                "{engine} killed after {delay_ms} ms: exactly one container"
+            );
+            wait_for(
+                &format!("{engine} {delay_ms} ms: the app running"),
+                Duration::from_secs(20),
+                || env.running(&c),
+            );
+            let running = version_of(&env, &c).expect("the container has a VERSION");
+            assert!(
+                running == current.to_string() || running == next.to_string(),
+                "{engine} {delay_ms} ms: version {running} runs, expected {current} or {next}"
+            );
+            eprintln!("{engine}: berth killed {delay_ms} ms into an update from {current}: {running} runs");
+            current = running.parse().expect("a number");
+            assert_eq!(marker(&env, &c), "kept", "{engine} {delay_ms} ms: data kept");
+            env.write_stack(&web_at(&current.to_string()));
+            let out = env.ok(&["up"]);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("nothing to do"),
+                "{engine} {delay_ms} ms: store and engine agree: {}",
                 text(&out)
             );
         }

@@ -608,6 +608,8 @@ async fn rpc_over_tcp_serves_every_method_and_bad_requests_change_nothing() {
         ("relative stack file", br#"{"jsonrpc":"2.0","id":1,"method":"package.install","params":{"stack_file":"x.toml","apps":["a"]}}"#.to_vec(), crate::rpc::INVALID_PARAMS),
         ("unknown app", br#"{"jsonrpc":"2.0","id":1,"method":"package.stop","params":{"apps":["zzz"]}}"#.to_vec(), crate::rpc::UNKNOWN_APP),
         ("dependency conflict", br#"{"jsonrpc":"2.0","id":1,"method":"package.uninstall","params":{"apps":["a"]}}"#.to_vec(), crate::rpc::DEPENDENCY_CONFLICT),
+        ("NUL in one app id of two", br#"{"jsonrpc":"2.0","id":1,"method":"package.stop","params":{"apps":["a","a\u0000"]}}"#.to_vec(), crate::rpc::INVALID_PARAMS),
+        ("tail beyond its type", br#"{"jsonrpc":"2.0","id":1,"method":"container.logs","params":{"app":"a","tail":18446744073709551616}}"#.to_vec(), crate::rpc::INVALID_PARAMS),
     ];
     for (what, body, want) in cases {
         let r = post(body).await;
@@ -620,8 +622,27 @@ async fn rpc_over_tcp_serves_every_method_and_bad_requests_change_nothing() {
             .to_vec();
     big.extend(std::iter::repeat_n(b'x', crate::rpc::RPC_BODY_BYTES_MAX));
     big.extend(b"\"}}");
-    let r = post(big).await;
+    let r = post(big.clone()).await;
     assert_eq!(r.status, 413);
+    assert_eq!(code(&r), crate::rpc::INVALID_REQUEST);
+    // The socket refuses it the same way (regression: it answered 200).
+    let mut sock = tokio::net::UnixStream::connect(crate::socket_path(&d.state_root()))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /rpc/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        big.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer and close before taking the whole body.
+    let _ = sock.write_all(&big).await;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut raw))
+        .await
+        .expect("the socket answers an oversized body")
+        .unwrap();
+    let r = parse_response(&raw);
+    assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(code(&r), crate::rpc::INVALID_REQUEST);
     assert_eq!(mutating_calls(&d.fake), 0, "{:?}", d.fake.calls());
     assert_eq!(

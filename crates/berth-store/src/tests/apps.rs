@@ -31,6 +31,8 @@ fn migrations_run_from_an_empty_database() {
         "owed_starts",
         "gate_states",
         "node_trackers",
+        "runs",
+        "revisions",
     ] {
         let n: i64 = store
             .conn()
@@ -45,7 +47,7 @@ fn migrations_run_from_an_empty_database() {
     let version = MIGRATIONS.current_version(&store.conn()).unwrap();
     assert_eq!(
         version,
-        rusqlite_migration::SchemaVersion::Inside(std::num::NonZeroUsize::new(4).unwrap())
+        rusqlite_migration::SchemaVersion::Inside(std::num::NonZeroUsize::new(5).unwrap())
     );
     let mode: String = store
         .conn()

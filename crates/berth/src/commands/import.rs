@@ -16,11 +16,14 @@ use crate::context::{CmdResult, Failure};
 pub fn compose(args: ImportCompose) -> CmdResult {
     let mut files = Vec::new();
     for f in &args.files {
-        let text = read_text_capped(f, STACK_FILE_MAX_BYTES)
-            .map_err(|e| Failure::usage(anyhow!(e)))?;
+        let text =
+            read_text_capped(f, STACK_FILE_MAX_BYTES).map_err(|e| Failure::usage(anyhow!(e)))?;
         files.push((f.display().to_string(), text));
     }
-    let first = args.files.first().ok_or_else(|| Failure::usage(anyhow!("no compose file given")))?;
+    let first = args
+        .files
+        .first()
+        .ok_or_else(|| Failure::usage(anyhow!("no compose file given")))?;
     let project_dir = absolute_dir(first).map_err(Failure::usage)?;
     let opts = Options {
         project_name: args.project_name.clone(),
@@ -65,7 +68,8 @@ fn absolute_dir(file: &Path) -> anyhow::Result<String> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let dir = std::fs::canonicalize(&dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let dir =
+        std::fs::canonicalize(&dir).with_context(|| format!("resolving {}", dir.display()))?;
     Ok(dir.display().to_string())
 }
 

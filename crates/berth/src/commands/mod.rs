@@ -8,6 +8,8 @@ mod daemon;
 mod doctor;
 mod down;
 mod events;
+mod history;
+mod export;
 mod gate;
 mod import;
 mod install;
@@ -48,6 +50,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Logs { app, tail, json } => logs::run(g, &app, tail, json.json).await,
         Command::Doctor { json } => doctor::run(g, json.json).await,
         Command::Recover { json } => recover::run(g, json.json).await,
+        Command::History { app, json } => history::run(g, &app, json.json),
         Command::Events {
             app,
             limit,
@@ -67,6 +70,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Verify(args) => verify::run(g, args).await,
         Command::Run { command } => run::run(g, command).await,
         Command::Gate { command } => gate::run(g, command).await,
+        Command::Export { command } => export::run(g, command),
     }
 }
 

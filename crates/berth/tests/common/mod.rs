@@ -85,6 +85,16 @@ impl Env {
     }
 
     pub fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.berth_command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run berth")
+    }
+
+    /// The berth command line of `berth`/`berth_env`, to spawn it (and,
+    /// say, kill it from outside).
+    pub fn berth_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.arg("--engine")
             .arg(&self.engine)
@@ -98,10 +108,7 @@ impl Env {
             // daemon behind (the daemon has its own tests, daemon.rs).
             .env("BERTH_NO_DAEMON", "1")
             .env_remove("BERTH_CRASH_AFTER_STEP");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("run berth")
+        cmd
     }
 
     /// Run berth and require success, printing its output on failure.
