@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 TOOLCHAIN=${FUZZ_TOOLCHAIN:-nightly}
-ALL_TARGETS=(manifest manifest_includes rpc http config)
+ALL_TARGETS=(manifest manifest_includes rpc http config compose)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 # No ASan: the workspace denies unsafe code, so what the targets look for is
 # panics (debug assertions and overflow checks on: -a) and broken

@@ -29,7 +29,7 @@ done
 PACKAGES=(
     podman runc busybox-static docker.io docker-registry chromium chromium-driver
     podman-compose docker-compose wrk hyperfine sqlite3 jq curl procps iproute2
-    ca-certificates monero
+    ca-certificates monero systemd
 )
 # One dpkg-query for all; unknown packages print nothing on stdout.
 installed=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${PACKAGES[@]}" 2>/dev/null || true)

@@ -26,7 +26,11 @@ pub fn check_stack(stack: &Stack) {
     let all = stack.apps.keys().cloned().collect();
     let batches = berth_core::graph::start_batches(stack, &all);
     let started: usize = batches.iter().map(Vec::len).sum();
-    assert_eq!(started, stack.apps.len(), "start batches lose or repeat apps");
+    assert_eq!(
+        started,
+        stack.apps.len(),
+        "start batches lose or repeat apps"
+    );
 }
 
 /// Diagnostics must point inside the text they name: a line past the end
@@ -42,7 +46,10 @@ pub fn check_diagnostics(diags: &Diagnostics, files: &[(&str, &str)]) {
             let lines = text.split('\n').count();
             assert!(line >= 1 && line <= lines, "line {line} of {lines}: {d:?}");
             if let Some(column) = d.column {
-                let width = text.split('\n').nth(line - 1).map_or(0, |l| l.chars().count());
+                let width = text
+                    .split('\n')
+                    .nth(line - 1)
+                    .map_or(0, |l| l.chars().count());
                 assert!(
                     column >= 1 && column <= width + 1,
                     "column {column} of a {width}-character line: {d:?}"

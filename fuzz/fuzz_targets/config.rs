@@ -74,10 +74,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (text, env_text) = input.split_once(ENV_SEPARATOR).unwrap_or((input, ""));
-    let env: Vec<(&str, &str)> = env_text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .collect();
+    let env: Vec<(&str, &str)> = env_text.lines().filter_map(|l| l.split_once('=')).collect();
     let loaded = load(text, &env);
     if text.len() as u64 > CONFIG_FILE_BYTES_MAX {
         assert!(loaded.is_err(), "a file above the size cap was read");
@@ -86,7 +83,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let again = load(&render(&settings), &[]).unwrap_or_else(|e| {
-        panic!("accepted settings do not load back: {e}\n{}", render(&settings))
+        panic!(
+            "accepted settings do not load back: {e}\n{}",
+            render(&settings)
+        )
     });
     assert_eq!(settings, again, "settings changed through their text");
 });

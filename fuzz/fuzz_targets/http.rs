@@ -11,9 +11,12 @@
 //! session's cookie value and CSRF token) and `@STACK@` (the absolute path
 //! of a stack file with two installable apps). A request hyper itself
 //! would refuse (bad method, target or header) is skipped: it never
-//! reaches the router.
+//! reaches the router. `Content-Length` is set from the body (hyper hands
+//! the router exactly the body that header frames).
 //!
 //! A panic, a 5xx answer, or no answer within `ANSWER_MS_MAX` is a bug.
+//! `BERTH_FUZZ_HTTP_TRACE=1` prints each request and its status (to check
+//! that the seeds reach the handlers they are meant for).
 #![no_main]
 
 use std::path::PathBuf;
@@ -153,6 +156,11 @@ fn build() -> World {
     }
 }
 
+fn trace() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("BERTH_FUZZ_HTTP_TRACE").is_some())
+}
+
 fn new_session(auth: &Auth) -> (String, String) {
     let now = berth_daemon::http::now_ms();
     let mut sessions = auth.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -178,7 +186,9 @@ fn session(w: &World) -> (String, String) {
 /// through to the router.
 fn parse(w: &World, data: &[u8]) -> Option<Request<Body>> {
     let text = String::from_utf8_lossy(data);
-    let mut fill = text.replace("@TOKEN@", &w.token).replace("@STACK@", &w.stack_file);
+    let mut fill = text
+        .replace("@TOKEN@", &w.token)
+        .replace("@STACK@", &w.stack_file);
     if fill.contains("@SESSION@") || fill.contains("@CSRF@") {
         let (id, csrf) = session(w);
         fill = fill.replace("@SESSION@", &id).replace("@CSRF@", &csrf);
@@ -205,11 +215,19 @@ fn parse(w: &World, data: &[u8]) -> Option<Request<Body>> {
         let (name, value) = line.split_once(':')?;
         let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
         let value = HeaderValue::from_str(value.trim()).ok()?;
+        // Hyper frames the body by these and hands on exactly that body:
+        // the length is set below, from the body after the placeholders.
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
         host |= name == header::HOST;
         req = req.header(name, value);
     }
     if !host {
         req = req.header(header::HOST, HOST);
+    }
+    if !body.is_empty() {
+        req = req.header(header::CONTENT_LENGTH, body.len());
     }
     req.body(Body::from(body.to_string())).ok()
 }
@@ -222,7 +240,12 @@ fuzz_target!(|data: &[u8]| {
     let what = format!("{} {}", req.method(), req.uri());
     let answer = w.rt.block_on(async {
         tokio::time::timeout(Duration::from_millis(ANSWER_MS_MAX), async {
-            let resp = w.router.clone().oneshot(req).await.expect("the router is infallible");
+            let resp = w
+                .router
+                .clone()
+                .oneshot(req)
+                .await
+                .expect("the router is infallible");
             let status = resp.status();
             let streaming = resp
                 .headers()
@@ -242,6 +265,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok((status, body)) = answer else {
         panic!("{what}: no answer within {ANSWER_MS_MAX} ms");
     };
+    if trace() {
+        let head = String::from_utf8_lossy(&body[..body.len().min(120)]).replace('\n', " ");
+        eprintln!("{what} -> {status} {head}");
+    }
     assert!(
         !status.is_server_error(),
         "{what}: {status}: {}",

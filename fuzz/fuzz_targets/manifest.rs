@@ -14,9 +14,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let missing = |path: &str| -> Result<(String, String), String> {
-        Err(format!("{path}: no such file"))
-    };
+    let missing =
+        |path: &str| -> Result<(String, String), String> { Err(format!("{path}: no such file")) };
     match berth_core::manifest::parse_stack(FILE, text, &missing) {
         Ok(stack) => common::check_stack(&stack),
         Err(d) => common::check_diagnostics(&d, &[(FILE, text)]),

@@ -237,8 +237,24 @@ pub fn import(
 ) -> Result<Import, Errors> {
     let (model, mut notes) = load_model(files, env, opts, read)?;
     let mapped = map::map(&model, opts, env, &mut notes, files)?;
+    // The report reads in the order the files were given; files read on
+    // the way (extended, env files) come after, by name.
+    let rank = |file: &str| {
+        files
+            .iter()
+            .position(|(n, _)| n == file)
+            .unwrap_or(files.len())
+    };
     notes.sort_by(|a, b| {
-        (a.pos.file.as_ref(), a.pos.line, &a.key).cmp(&(b.pos.file.as_ref(), b.pos.line, &b.key))
+        let key = |n: &Note| {
+            (
+                rank(&n.pos.file),
+                n.pos.file.clone(),
+                n.pos.line,
+                n.key.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
     });
     if opts.strict {
         let refused: Vec<Error> = notes

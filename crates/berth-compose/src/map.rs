@@ -205,6 +205,8 @@ fn text(ctx: &mut Ctx<'_>, node: &Node, key: &str) -> Option<String> {
 fn argv(ctx: &mut Ctx<'_>, node: &Node, key: &str) -> Option<Vec<String>> {
     match &node.value {
         Value::Scalar { text, .. } => match shell_words::split(text) {
+            // An empty string means "none", as an empty list does.
+            Ok(words) if words.is_empty() => None,
             Ok(words) => Some(words),
             Err(e) => {
                 ctx.error(

@@ -770,3 +770,22 @@ fn an_extended_file_is_read_once() {
     // `.env` and common.yml.
     assert_eq!(reads.get(), 2);
 }
+
+/// Bad input is refused, never a panic: every prefix of the richest
+/// fixtures (cut anywhere: inside a string, a flow list, an
+/// interpolation) imports or is refused.
+#[test]
+fn truncated_files_never_panic() {
+    for (name, file) in [("differential", "a.yml"), ("bitcoin", "docker-compose.yml")] {
+        let dir = fixtures().join(name).canonicalize().expect("fixture dir");
+        let text = std::fs::read_to_string(dir.join(file)).expect("fixture");
+        let opts = Options {
+            project_dir: dir.display().to_string(),
+            ..Options::default()
+        };
+        for (cut, _) in text.char_indices().step_by(3) {
+            let files = vec![(file.to_string(), text[..cut].to_string())];
+            let _ = berth_compose::import(&files, &BTreeMap::new(), &opts, &reader(&dir));
+        }
+    }
+}

@@ -298,6 +298,7 @@ mod tests {
             companions: Vec::new(),
             probe: None,
             gate: None,
+            update: Default::default(),
         }
     }
 

@@ -61,7 +61,7 @@ use crate::model::{
     MAX_PARALLEL_MAX, PROBE_INTERVAL_S_DEFAULT, PROBE_TIMEOUT_S_DEFAULT, PROGRESS_LABEL_CHAIN,
     PROGRESS_LABEL_DEFAULT, ProbeKind, ProbeSpec, ProgressCheck, ProgressSource,
     RECOVERY_AFTER_S_DEFAULT, RestartPolicy, STOP_GRACE_S_DEFAULT, Stack, StackSettings,
-    VolumeMount, WebUi,
+    UpdatePolicy, VolumeClass, VolumeMount, WebUi,
 };
 use crate::model::{HEALTH_INTERVAL_S_DEFAULT, HEALTH_RETRIES_DEFAULT, HEALTH_TIMEOUT_S_DEFAULT};
 use crate::validate::{self, Location, SourceMap, join_path};
@@ -103,6 +103,14 @@ pub const PROBE_TIMEOUT_S_MAX: u64 = 600;
 pub const PROBE_AFTER_MS_MIN: u64 = 1;
 pub const PROBE_AFTER_S_MAX: u64 = 24 * 3600;
 
+/// Shortest and longest `update_window`.
+pub const UPDATE_WINDOW_MS_MIN: u64 = 1000;
+pub const UPDATE_WINDOW_S_MAX: u64 = 24 * 3600;
+/// Longest `min_healthy` (and never longer than `update_window`).
+pub const MIN_HEALTHY_S_MAX: u64 = 3600;
+/// Highest `data_version`.
+pub const DATA_VERSION_MAX: u32 = 1_000_000;
+
 /// Bounds of one duration key: `(min, max)`.
 type Bounds = (Duration, Duration);
 
@@ -134,7 +142,14 @@ const APP_KEYS: &[&str] = &[
     "probe",
     "gate",
     "companions",
+    "update_window",
+    "min_healthy",
+    "snapshot_before_update",
+    "data_version",
 ];
+/// Keys of a volume's long form (`data = { path = "/data", class = ... }`).
+const VOLUME_KEYS: &[&str] = &["path", "class", "snapshot_before_update"];
+const VOLUME_CLASSES: &[&str] = &["precious", "regenerable", "cache"];
 /// App keys a companion may not have: it has no dependencies, tier or gate
 /// of its own (it starts right after its parent) and companions do not nest.
 const COMPANION_FORBIDDEN: &[&str] = &["companions", "depends_on", "tier", "gate"];
@@ -1091,6 +1106,7 @@ impl Walk<'_, '_> {
             companions: Vec::new(),
             probe: None,
             gate: None,
+            update: UpdatePolicy::default(),
         };
         if let Some(parent) = &parent {
             app.depends_on
@@ -1191,6 +1207,7 @@ impl Walk<'_, '_> {
             companions = self.companions(id, v, &p("companions"), apps);
         }
         app.companions = companions;
+        self.update_keys(t, &mut app, path);
         if kind == Kind::Companion {
             let location = self.src.location(header.as_ref());
             apps.companions.push((app, path.to_string(), location));
@@ -1286,10 +1303,49 @@ impl Walk<'_, '_> {
             if let Err(message) = validate::check_volume_name(name) {
                 self.error(Some(k.span()), &key_path, message);
             }
-            let Some(mount) = self.string(v, &key_path) else {
+            // The short form is the path alone; the long form a table with
+            // the path, the class and whether an update snapshots it.
+            let (path_value, path_key, class, snapshot) = match v.get_ref() {
+                DeValue::Table(vt) => {
+                    self.check_keys(vt, VOLUME_KEYS, &key_path);
+                    let class = vt
+                        .get("class")
+                        .and_then(|c| self.volume_class(c, &join_path(&key_path, "class")));
+                    let snap_path = join_path(&key_path, "snapshot_before_update");
+                    let snapshot = vt
+                        .get("snapshot_before_update")
+                        .and_then(|s| self.boolean(s, &snap_path).map(|b| (b, s)));
+                    let Some(p) = vt.get("path") else {
+                        self.error(
+                            Some(v.span()),
+                            &key_path,
+                            format!("volume {name:?} is missing required key `path`"),
+                        );
+                        continue;
+                    };
+                    (p, join_path(&key_path, "path"), class, snapshot)
+                }
+                _ => (v, key_path.clone(), None, None),
+            };
+            let class = class.unwrap_or_default();
+            if let Some((true, s)) = snapshot
+                && class != VolumeClass::Precious
+            {
+                let message = format!(
+                    "volume {name:?} is {}: only a precious volume is snapshotted",
+                    class.as_str()
+                );
+                self.error(
+                    Some(s.span()),
+                    &join_path(&key_path, "snapshot_before_update"),
+                    message,
+                );
+            }
+            let Some(mount) = self.string(path_value, &path_key) else {
                 continue;
             };
-            let Some(normal) = self.checked(v, &key_path, validate::normalize_volume_path(&mount))
+            let Some(normal) =
+                self.checked(path_value, &path_key, validate::normalize_volume_path(&mount))
             else {
                 continue;
             };
@@ -1298,16 +1354,98 @@ impl Walk<'_, '_> {
                     "volumes {:?} and {name:?} are both mounted at {normal:?}",
                     other.name
                 );
-                self.error(Some(v.span()), &key_path, message);
+                self.error(Some(path_value.span()), &path_key, message);
                 continue;
             }
             self.record(&key_path, k.span());
             volumes.push(VolumeMount {
                 name: name.to_string(),
                 path: normal,
+                class,
+                snapshot_before_update: snapshot.is_some_and(|(b, _)| b),
             });
         }
         volumes
+    }
+
+    fn volume_class(&mut self, v: &Value<'_>, path: &str) -> Option<VolumeClass> {
+        let s = self.string(v, path)?;
+        let class = match s.as_str() {
+            "precious" => VolumeClass::Precious,
+            "regenerable" => VolumeClass::Regenerable,
+            "cache" => VolumeClass::Cache,
+            other => {
+                let message = format!(
+                    "unknown volume class {:?}, expected one of: {}",
+                    crate::text::escape_control(other),
+                    VOLUME_CLASSES.join(", ")
+                );
+                self.error(Some(v.span()), path, message);
+                return None;
+            }
+        };
+        Some(class)
+    }
+
+    fn boolean(&mut self, v: &Value<'_>, path: &str) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.type_error(v, path, "true or false");
+                None
+            }
+        }
+    }
+
+    /// `update_window`, `min_healthy`, `data_version` and the app-wide
+    /// `snapshot_before_update` (which asks it of every volume; the update
+    /// says which ones are never snapshotted because of their class).
+    fn update_keys(&mut self, t: &DeTable<'_>, app: &mut App, path: &str) {
+        let p = |key: &str| join_path(path, key);
+        if let Some(v) = t.get("update_window")
+            && let Some(d) = self.duration(
+                v,
+                &p("update_window"),
+                bounds_ms_s(UPDATE_WINDOW_MS_MIN, UPDATE_WINDOW_S_MAX),
+            )
+        {
+            app.update.window = d;
+        }
+        if let Some(v) = t.get("min_healthy")
+            && let Some(d) = self.duration(v, &p("min_healthy"), bounds_ms_s(0, MIN_HEALTHY_S_MAX))
+        {
+            if d > app.update.window {
+                let message = format!(
+                    "min_healthy ({}) must not be longer than update_window ({})",
+                    crate::duration::format_duration(d),
+                    crate::duration::format_duration(app.update.window)
+                );
+                self.error(Some(v.span()), &p("min_healthy"), message);
+            } else {
+                app.update.min_healthy = d;
+            }
+        } else if app.update.min_healthy > app.update.window {
+            // A short window without its own min_healthy shortens it.
+            app.update.min_healthy = app.update.window;
+        }
+        if let Some(v) = t.get("data_version")
+            && let Some(n) = self.integer_in(
+                v,
+                &p("data_version"),
+                "data_version",
+                0,
+                DATA_VERSION_MAX.into(),
+            )
+        {
+            app.update.data_version = n as u32;
+        }
+        if let Some(v) = t.get("snapshot_before_update")
+            && let Some(true) = self.boolean(v, &p("snapshot_before_update"))
+        {
+            for volume in &mut app.volumes {
+                volume.snapshot_before_update = true;
+            }
+        }
     }
 
     fn depends_on(&mut self, v: &Value<'_>, path: &str) -> BTreeMap<String, DependsCondition> {
@@ -2137,7 +2275,9 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
             b.volumes,
             vec![VolumeMount {
                 name: "data".into(),
-                path: "/data".into()
+                path: "/data".into(),
+                class: VolumeClass::Precious,
+                snapshot_before_update: false,
             }]
         );
         assert_eq!(b.tier, Some(0));
@@ -2204,6 +2344,133 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
                     .to_string()
             ]
         );
+    }
+
+    #[test]
+    fn update_keys_default_parse_and_are_bounded() {
+        let a = &load(&format!("{HEAD}[apps.a]\nimage = \"i\"\n")).apps["a"];
+        assert_eq!(a.update, UpdatePolicy::default());
+        assert_eq!(
+            a.update.window,
+            Duration::from_secs(crate::model::UPDATE_WINDOW_S_DEFAULT)
+        );
+        assert_eq!(
+            a.update.min_healthy,
+            Duration::from_secs(crate::model::MIN_HEALTHY_S_DEFAULT)
+        );
+        let a = &load(&format!(
+            "{HEAD}[apps.a]\nimage = \"i\"\nupdate_window = \"60s\"\nmin_healthy = \"2s\"\ndata_version = 3\n"
+        ))
+        .apps["a"];
+        assert_eq!(a.update.window, Duration::from_secs(60));
+        assert_eq!(a.update.min_healthy, Duration::from_secs(2));
+        assert_eq!(a.update.data_version, 3);
+        // A window shorter than the default min_healthy shortens it.
+        let a = &load(&format!(
+            "{HEAD}[apps.a]\nimage = \"i\"\nupdate_window = \"2s\"\n"
+        ))
+        .apps["a"];
+        assert_eq!(a.update.min_healthy, Duration::from_secs(2));
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}[apps.a]\nimage = \"i\"\nupdate_window = \"10s\"\nmin_healthy = \"20s\"\n"
+            )),
+            vec![
+                "berth.toml:6:15: apps.a.min_healthy: min_healthy (20s) must not be longer than update_window (10s)"
+                    .to_string()
+            ]
+        );
+        let errs = errors(&format!(
+            "{HEAD}[apps.a]\nimage = \"i\"\nupdate_window = \"500ms\"\ndata_version = -1\nsnapshot_before_update = \"yes\"\n"
+        ));
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].contains("apps.a.update_window"), "{errs:?}");
+        assert!(
+            errs[1].contains("apps.a.data_version: data_version -1 is out of range 0-1000000"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].contains("apps.a.snapshot_before_update: expected true or false"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn volumes_long_form_classes_and_snapshots() {
+        let a = &load(&format!(
+            "{HEAD}[apps.a]\nimage = \"i\"\nsnapshot_before_update = true\n\
+             volumes = {{ wallet = \"/wallet\", chain = {{ path = \"/chain/\", class = \"regenerable\" }}, \
+             tmp = {{ path = \"/tmp\", class = \"cache\" }}, db = {{ path = \"/db\", class = \"precious\" }} }}\n"
+        ))
+        .apps["a"];
+        let by_name = |n: &str| a.volumes.iter().find(|v| v.name == n).expect("volume");
+        // A volume without a class is precious: the safe default.
+        assert_eq!(by_name("wallet").class, VolumeClass::Precious);
+        assert_eq!(by_name("chain").class, VolumeClass::Regenerable);
+        assert_eq!(by_name("chain").path, "/chain");
+        assert_eq!(by_name("tmp").class, VolumeClass::Cache);
+        let snapped: Vec<_> = a.snapshot_volumes().map(|v| v.name.as_str()).collect();
+        assert_eq!(snapped, ["db", "wallet"]);
+        let skipped: Vec<_> = a.unsnapshotted_volumes().map(|v| v.name.as_str()).collect();
+        assert_eq!(skipped, ["chain", "tmp"]);
+
+        // Per volume: only the volume that asks is snapshotted.
+        let a = &load(&format!(
+            "{HEAD}[apps.a]\nimage = \"i\"\nvolumes.db = {{ path = \"/db\", snapshot_before_update = true }}\nvolumes.logs = \"/logs\"\n"
+        ))
+        .apps["a"];
+        let snapped: Vec<_> = a.snapshot_volumes().map(|v| v.name.as_str()).collect();
+        assert_eq!(snapped, ["db"]);
+        // Without the key, nothing is.
+        let a = &load(&format!(
+            "{HEAD}[apps.a]\nimage = \"i\"\nvolumes = {{ db = \"/db\" }}\n"
+        ))
+        .apps["a"];
+        assert_eq!(a.snapshot_volumes().count(), 0);
+
+        let errs = errors(&format!(
+            "{HEAD}[apps.a]\nimage = \"i\"\nvolumes.a = {{ class = \"cache\" }}\n\
+             volumes.b = {{ path = \"/b\", class = \"gold\" }}\n\
+             volumes.c = {{ path = \"/c\", class = \"cache\", snapshot_before_update = true }}\n\
+             volumes.d = {{ path = \"/d\", size = 1 }}\n"
+        ));
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs[0].contains("apps.a.volumes.a: volume \"a\" is missing required key `path`"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains(
+                "apps.a.volumes.b.class: unknown volume class \"gold\", expected one of: precious, regenerable, cache"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].contains(
+                "apps.a.volumes.c.snapshot_before_update: volume \"c\" is cache: only a precious volume is snapshotted"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[3].contains("apps.a.volumes.d.size: unknown key `size`, expected one of: path, class, snapshot_before_update"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_stored_app_without_update_keys_loads_with_defaults() {
+        let a = &load(&format!(
+            "{HEAD}[apps.a]\nimage = \"i\"\nvolumes = {{ db = \"/db\" }}\n"
+        ))
+        .apps["a"];
+        let mut json = serde_json::to_value(a).expect("serialise");
+        json.as_object_mut().expect("object").remove("update");
+        json["volumes"][0]
+            .as_object_mut()
+            .expect("object")
+            .retain(|k, _| k == "name" || k == "path");
+        let back: App = serde_json::from_value(json).expect("old record loads");
+        assert_eq!(&back, a);
     }
 
     #[test]
@@ -2291,7 +2558,7 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
             errs,
             [
                 "berth.toml:3:1: stack.colour: unknown key `colour`, expected one of: name, network, max_parallel, start_timeout, settle",
-                "berth.toml:6:1: apps.a.imgae: unknown key `imgae`, expected one of: image, entrypoint, command, env, ports, volumes, depends_on, tier, stop_grace, restart, secrets, labels, memory, cap_add, user, web_ui, health, probe, gate, companions, manifest",
+                "berth.toml:6:1: apps.a.imgae: unknown key `imgae`, expected one of: image, entrypoint, command, env, ports, volumes, depends_on, tier, stop_grace, restart, secrets, labels, memory, cap_add, user, web_ui, health, probe, gate, companions, update_window, min_healthy, snapshot_before_update, data_version, manifest",
                 "berth.toml:7:23: apps.a.web_ui.size: unknown key `size`, expected one of: port, path",
                 "berth.toml:10:19: apps.a.health.tcp.addr: unknown key `addr`, expected one of: port",
                 "berth.toml:11:1: apps.a.health.intervall: unknown key `intervall`, expected one of: http, tcp, command, interval, timeout, retries, start_period, progress",
@@ -2792,7 +3059,7 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
         assert_eq!(
             run("[apps.x]\nmanifest = \"bad-key.toml\"\n"),
             [
-                "apps/bad-key.toml:2:1: apps.x.image_tag: unknown key `image_tag`, expected one of: id, image, entrypoint, command, env, ports, volumes, depends_on, tier, stop_grace, restart, secrets, labels, memory, cap_add, user, web_ui, health, probe, gate, companions"
+                "apps/bad-key.toml:2:1: apps.x.image_tag: unknown key `image_tag`, expected one of: id, image, entrypoint, command, env, ports, volumes, depends_on, tier, stop_grace, restart, secrets, labels, memory, cap_add, user, web_ui, health, probe, gate, companions, update_window, min_healthy, snapshot_before_update, data_version"
             ]
         );
         assert_eq!(
@@ -2948,6 +3215,10 @@ depends_on = { bitcoind = "healthy", electrs = "started" }
         "probe",
         "gate",
         "companions",
+        "update_window",
+        "min_healthy",
+        "snapshot_before_update",
+        "data_version",
         "manifest",
         "id",
         "kind",

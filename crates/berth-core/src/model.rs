@@ -20,6 +20,14 @@ pub const MAX_PARALLEL_DEFAULT: usize = 4;
 pub const MAX_PARALLEL_MAX: usize = 32;
 /// Default time an install waits for a container to be running (and healthy).
 pub const START_TIMEOUT_S_DEFAULT: u64 = 120;
+/// Default `update_window`: how long an update gives the new version to
+/// run, pass its health check and stay healthy before it reverts.
+pub const UPDATE_WINDOW_S_DEFAULT: u64 = 300;
+/// Default `min_healthy`: how long the new version must stay running and
+/// healthy after its first healthy result for an update to succeed. Shorter
+/// than Nomad's 10 s so tests stay quick; still longer than the moment a
+/// container that dies right after its start needs to die.
+pub const MIN_HEALTHY_S_DEFAULT: u64 = 5;
 /// How long an app without a health check must stay running after its start
 /// before an install counts it as started (milliseconds).
 pub const SETTLE_MS_DEFAULT: u64 = 500;
@@ -119,6 +127,88 @@ pub struct VolumeMount {
     pub name: String,
     /// Absolute path inside the container.
     pub path: String,
+    /// What losing this volume costs. `default`: records stored before
+    /// classes existed load as precious, the safe default.
+    #[serde(default)]
+    pub class: VolumeClass,
+    /// `snapshot_before_update` of this volume (the app-wide key sets it
+    /// on every volume). Only a precious volume is ever snapshotted.
+    #[serde(default)]
+    pub snapshot_before_update: bool,
+}
+
+/// How precious a volume's data is (issue 12). Only precious volumes are
+/// ever snapshotted; the others can be downloaded or rebuilt again.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeClass {
+    /// Wallets, channel backups, databases: cannot be had again.
+    #[default]
+    Precious,
+    /// Chain data: can be downloaded again.
+    Regenerable,
+    /// A cache: can be thrown away.
+    Cache,
+}
+
+impl VolumeClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeClass::Precious => "precious",
+            VolumeClass::Regenerable => "regenerable",
+            VolumeClass::Cache => "cache",
+        }
+    }
+}
+
+impl VolumeMount {
+    /// Whether an update snapshots this volume before it stops the old
+    /// container: asked for, and precious.
+    pub fn snapshotted(&self) -> bool {
+        self.snapshot_before_update && self.class == VolumeClass::Precious
+    }
+}
+
+/// How an update of the app is judged and what it protects (issue 12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatePolicy {
+    /// The new version must run, pass its health check and stay healthy
+    /// for `min_healthy` within this window, else the update reverts.
+    pub window: Duration,
+    /// How long the new version must stay running and healthy after its
+    /// first healthy result (one passing probe is not enough).
+    pub min_healthy: Duration,
+    /// The app's data format version: an update to a manifest with a higher
+    /// `data_version` migrates the data, and is refused (as is a rollback
+    /// past it) unless a snapshot from before it exists.
+    pub data_version: u32,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        UpdatePolicy {
+            window: Duration::from_secs(UPDATE_WINDOW_S_DEFAULT),
+            min_healthy: Duration::from_secs(MIN_HEALTHY_S_DEFAULT),
+            data_version: 0,
+        }
+    }
+}
+
+impl App {
+    /// The volumes an update snapshots before it stops the old container.
+    pub fn snapshot_volumes(&self) -> impl Iterator<Item = &VolumeMount> {
+        self.volumes.iter().filter(|v| v.snapshotted())
+    }
+
+    /// The volumes that asked for a snapshot but are never snapshotted
+    /// because of their class (the update says so).
+    pub fn unsnapshotted_volumes(&self) -> impl Iterator<Item = &VolumeMount> {
+        self.volumes
+            .iter()
+            .filter(|v| v.snapshot_before_update && v.class != VolumeClass::Precious)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,6 +401,10 @@ pub struct App {
     /// The nodes this app waits for and is rejected by.
     #[serde(default)]
     pub gate: Option<GateSpec>,
+    /// `update_window`, `min_healthy` and `data_version`. `default`:
+    /// records stored before updates existed load.
+    #[serde(default)]
+    pub update: UpdatePolicy,
 }
 
 impl Stack {

@@ -662,9 +662,9 @@ fn probe(h: &HealthCheck, failure_threshold: u32, initial_delay: Option<u64>) ->
 fn memory_quantity(bytes: u64) -> String {
     const MI: u64 = 1024 * 1024;
     const GI: u64 = 1024 * MI;
-    if bytes % GI == 0 {
+    if bytes.is_multiple_of(GI) {
         format!("{}Gi", bytes / GI)
-    } else if bytes % MI == 0 {
+    } else if bytes.is_multiple_of(MI) {
         format!("{}Mi", bytes / MI)
     } else {
         bytes.to_string()
@@ -917,6 +917,18 @@ fn pod_spec(
                 ));
             }
             "Always"
+        }
+        // Podman 4.3 applies the pod's restart policy to its init
+        // containers too: under "Always" an init container that exited 0
+        // is started again at once (and `kube play` then fails removing
+        // it). A pod with init containers restarts on failure only.
+        (KubeTarget::Podman, RestartPolicy::Always) if !init.is_empty() => {
+            notes.push(format!(
+                "app {}: restart always becomes OnFailure (podman 4.3 would restart its init \
+                 containers forever): a clean exit stays down",
+                app.id
+            ));
+            "OnFailure"
         }
         (KubeTarget::Podman, RestartPolicy::Always) => "Always",
         (KubeTarget::Podman, RestartPolicy::OnFailure) => "OnFailure",

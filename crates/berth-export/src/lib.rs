@@ -190,9 +190,9 @@ pub fn unenforced_gate_lists(app: &App) -> Vec<String> {
 pub fn memory_arg(bytes: u64) -> String {
     const MIB: u64 = 1024 * 1024;
     const GIB: u64 = 1024 * MIB;
-    if bytes % GIB == 0 {
+    if bytes.is_multiple_of(GIB) {
         format!("{}g", bytes / GIB)
-    } else if bytes % MIB == 0 {
+    } else if bytes.is_multiple_of(MIB) {
         format!("{}m", bytes / MIB)
     } else {
         format!("{bytes}b")

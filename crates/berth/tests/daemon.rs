@@ -202,9 +202,18 @@ fn crashing_app_is_restarted_with_backoff_then_quarantined() {
         // The third failure in the window: quarantine, with the exit code
         // and the last log lines, visible in `status --json`.
         control(&env, &node, r#"{"mode":"exit","code":3}"#);
-        wait_for("quarantine", Duration::from_secs(20), || {
-            !app_json(&env, "node")["quarantine"].is_null()
-        });
+        // The tick records the quarantine first; the quarantine action then
+        // reads the container's last log lines and adds them, from its own
+        // task: wait for both (regression: read between the two, the logs
+        // were still empty).
+        wait_for(
+            "quarantine with its log lines",
+            Duration::from_secs(20),
+            || {
+                let q = &app_json(&env, "node")["quarantine"];
+                q["last_logs"].as_array().is_some_and(|l| !l.is_empty())
+            },
+        );
         let a = app_json(&env, "node");
         assert_eq!(a["quarantine"]["exit_code"], 3, "{engine}: {a}");
         let logs = a["quarantine"]["last_logs"].as_array().unwrap();

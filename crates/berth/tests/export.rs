@@ -448,6 +448,7 @@ impl Drop for KubeDown<'_> {
         let _ = podman(&["kube", "down", self.yaml.to_str().unwrap()], self.conf);
         for v in [
             "demo-berth-state",
+            "demo-berth-stack",
             "demo-bitcoind-data",
             "demo-electrs-db",
             "demo-lnd-data",

@@ -194,11 +194,15 @@ fn real_monerod_holds_its_dependent_until_synced_then_releases_it() {
         let asked = Instant::now();
         let v = monerod_post(&addr, "/out_peers", &json!({"out_peers": 1}));
         assert_eq!(v["status"], "OK", "{engine}: {v}");
+        wait_for("xmr probed synced", WAIT, || {
+            gates(&d)["nodes"]["xmr"]["state"] == "synced"
+        });
+        let synced_after = asked.elapsed();
         wait_for("pool released once xmr is synced", WAIT, || {
             env.running(&pool)
         });
         eprintln!(
-            "{engine}: pool started {:?} after monerod was allowed a peer",
+            "{engine}: allowed a peer, monerod was probed synced after {synced_after:?}, pool ran after {:?}",
             asked.elapsed()
         );
         wait_for("pool latched", WAIT, || {

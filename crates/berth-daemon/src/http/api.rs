@@ -76,13 +76,13 @@ pub struct BadgesChange {
 #[serde(tag = "event", content = "data", rename_all = "kebab-case")]
 pub enum LiveEvent {
     /// First, on connect: the whole state (as `GET /api/state`).
-    State(StateView),
+    State(Box<StateView>),
     /// This client fell behind: the whole state again.
-    Resync(StateView),
+    Resync(Box<StateView>),
     /// A new history event (the SSE `id:` is its id).
     Event(EventView),
     /// An app's view changed (the `apps[]` element).
-    App(berth_web::AppView),
+    App(Box<berth_web::AppView>),
     /// An app was uninstalled.
     AppRemoved(RemovedApp),
     /// The list of app ids changed.
@@ -110,40 +110,37 @@ pub struct EventsQuery {
     pub limit: Option<u64>,
 }
 
+/// A `400 bad-request` answer.
+fn bad_request(message: String) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad-request", message)
+}
+
 /// A query's `limit`, refused (400) above `max` so the answer matches the
 /// documented `maximum`.
 pub(crate) fn bounded_limit(
     limit: Option<u64>,
     default: usize,
     max: usize,
-) -> Result<usize, Response> {
+) -> Result<usize, String> {
     match limit {
         None => Ok(default),
         Some(n) => match usize::try_from(n) {
             Ok(n) if n <= max => Ok(n),
-            _ => Err(error(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                format!("limit must be between 0 and {max}, not {n}"),
-            )),
+            _ => Err(format!("limit must be between 0 and {max}, not {n}")),
         },
     }
 }
 
 /// An app id from a path or a query, refused (400) unless it has the
 /// documented shape.
-pub(crate) fn app_id(id: &str) -> Result<(), Response> {
+pub(crate) fn app_id(id: &str) -> Result<(), String> {
     if rpc::is_app_id(id) {
         Ok(())
     } else {
         let shown: String = id.chars().take(64).collect();
-        Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!(
-                "{shown:?} is not an app id (1 to {} lowercase letters, digits or '-', starting with a letter)",
-                rpc::APP_ID_BYTES_MAX
-            ),
+        Err(format!(
+            "{shown:?} is not an app id (1 to {} lowercase letters, digits or '-', starting with a letter)",
+            rpc::APP_ID_BYTES_MAX
         ))
     }
 }
@@ -252,8 +249,8 @@ pub async fn state(State(s): State<HttpState>) -> Response {
         (status = 429, description = "this client sent too many wrong tokens", body = ApiError),
         (status = 503, description = "the daemon is busy or shutting down", body = ApiError)))]
 pub async fn app(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
-    if let Err(r) = app_id(&id) {
-        return r;
+    if let Err(m) = app_id(&id) {
+        return bad_request(m);
     }
     let snap = s
         .hub
@@ -302,12 +299,12 @@ pub async fn events(
         rpc::EVENTS_LIST_LIMIT_MAX,
     ) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     if let Some(app) = &q.app
-        && let Err(r) = app_id(app)
+        && let Err(m) = app_id(app)
     {
-        return r;
+        return bad_request(m);
     }
     match list_events(&s, q.app, q.after_id, limit).await {
         Ok(page) => json_text(
@@ -379,7 +376,7 @@ pub async fn runs(
             rpc::RUNS_LIST_LIMIT_MAX,
         ) {
             Ok(limit) => super::runs::api_list(&s, Some(limit)).await,
-            Err(r) => r,
+            Err(m) => bad_request(m),
         },
         Err(e) => error(StatusCode::BAD_REQUEST, "bad-request", e.body_text()),
     }

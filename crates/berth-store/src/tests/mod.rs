@@ -67,6 +67,8 @@ pub(crate) fn bitcoind() -> App {
         volumes: vec![VolumeMount {
             name: "data".into(),
             path: "/data/.bitcoin".into(),
+            class: Default::default(),
+            snapshot_before_update: false,
         }],
         depends_on: BTreeMap::new(),
         tier: Some(0),
@@ -91,6 +93,7 @@ pub(crate) fn bitcoind() -> App {
         companions: vec!["bitcoind-exporter".into()],
         probe: None,
         gate: None,
+        update: Default::default(),
     }
 }
 
@@ -112,6 +115,8 @@ pub(crate) fn electrs() -> App {
         volumes: vec![VolumeMount {
             name: "db".into(),
             path: "/data".into(),
+            class: Default::default(),
+            snapshot_before_update: false,
         }],
         depends_on: BTreeMap::from([("bitcoind".into(), DependsCondition::Healthy)]),
         tier: None,
@@ -137,6 +142,7 @@ pub(crate) fn electrs() -> App {
         companions: vec![],
         probe: None,
         gate: None,
+        update: Default::default(),
     }
 }
 
