@@ -76,7 +76,7 @@ fn build() -> World {
         format!(
             "[stack]\nname = \"fz\"\nstart_timeout = \"5s\"\nsettle = \"0s\"\n\n\
              [apps.a]\nimage = \"{IMAGE}\"\n\n\
-             [apps.b]\nimage = \"{IMAGE}\"\ndepends_on = [\"a\"]\n"
+             [apps.b]\nimage = \"{IMAGE}\"\ndepends_on = { a = \"started\" }\n"
         ),
     )
     .expect("the stack file");

@@ -16,4 +16,5 @@ pub mod progress;
 pub mod spec;
 pub mod supervise;
 pub mod text;
+pub mod update;
 pub mod validate;

@@ -1344,9 +1344,11 @@ impl Walk<'_, '_> {
             let Some(mount) = self.string(path_value, &path_key) else {
                 continue;
             };
-            let Some(normal) =
-                self.checked(path_value, &path_key, validate::normalize_volume_path(&mount))
-            else {
+            let Some(normal) = self.checked(
+                path_value,
+                &path_key,
+                validate::normalize_volume_path(&mount),
+            ) else {
                 continue;
             };
             if let Some(other) = volumes.iter().find(|m| m.path == normal) {

@@ -1001,7 +1001,7 @@ pub fn to_yaml(
         out.push('\n');
     }
     for o in &export.objects {
-        let doc = serde_saphyr::to_string(o).map_err(|e| ExportError::Yaml(e.to_string()))?;
+        let doc = crate::yaml::to_string(o).map_err(|e| ExportError::Yaml(e.to_string()))?;
         out.push_str("---\n");
         out.push_str(&doc);
         if !doc.ends_with('\n') {
@@ -1053,6 +1053,34 @@ mod tests {
         );
     }
 
+    /// The YAML as a YAML reader sees it (berth's compose importer's
+    /// parser, an implementation independent of the writer), as JSON.
+    fn read_back(text: &str) -> serde_json::Value {
+        use berth_compose::yaml::{Node, Value as Y};
+        fn conv(n: &Node) -> serde_json::Value {
+            match &n.value {
+                Y::Null => serde_json::Value::Null,
+                Y::Scalar { text, plain: true } => match text.as_str() {
+                    "true" => true.into(),
+                    "false" => false.into(),
+                    "null" | "~" => serde_json::Value::Null,
+                    t => t
+                        .parse::<i64>()
+                        .map(Into::into)
+                        .unwrap_or_else(|_| t.to_string().into()),
+                },
+                Y::Scalar { text, .. } => text.clone().into(),
+                Y::Seq(items) => items.iter().map(conv).collect(),
+                Y::Map(entries) => entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), conv(v)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+            }
+        }
+        conv(&berth_compose::yaml::parse("export.yaml", text).expect("the export is YAML"))
+    }
+
     /// Every field the Kubernetes API requires, in every object, read back
     /// from the YAML itself (so a serde rename or skip cannot lose one).
     #[test]
@@ -1061,8 +1089,8 @@ mod tests {
             for stack in [testdata::demo(), testdata::every_feature()] {
                 let export = render(&stack, &opts(target)).unwrap();
                 for o in &export.objects {
-                    let text = serde_saphyr::to_string(o).unwrap();
-                    let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+                    let text = crate::yaml::to_string(o).unwrap();
+                    let v = read_back(&text);
                     let has = |path: &str| v.pointer(path).is_some_and(|x| !x.is_null());
                     let ctx = format!("{} {}", o.kind(), o.name());
                     for p in ["/apiVersion", "/kind", "/metadata/name"] {

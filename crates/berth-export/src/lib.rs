@@ -23,6 +23,7 @@ pub mod kube;
 pub mod quadlet;
 pub mod systemd;
 mod unit;
+pub mod yaml;
 
 /// Name of the directory under berth's state directory that holds each
 /// app's read-only secret copies (`secret-mounts/<stack>/<app>/<name>`).

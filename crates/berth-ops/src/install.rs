@@ -684,6 +684,9 @@ async fn create_journaled(
     }
 }
 
+/// Longest time between two looks of an update's healthy hold.
+const HOLD_LOOK_INTERVAL_MS: u64 = 500;
+
 /// Why a step failed, before it is wrapped with the evidence.
 #[derive(Debug, thiserror::Error)]
 enum StepFailure {
@@ -795,9 +798,81 @@ async fn create_steps(
     journal.done(s, false)?;
 
     let s = journal.intent("wait", &spec.name)?;
-    wait_ready(ctx, stack, app, spec).await?;
+    if let ContainerAction::Recreate { .. } = action {
+        // An update: the new version gets the app's update window, and one
+        // passing probe is not enough (issue 12).
+        let started = Instant::now();
+        wait_ready_within(ctx, stack, app, spec, app.update.window).await?;
+        hold_healthy(ctx, stack, app, spec, started).await?;
+    } else {
+        wait_ready(ctx, stack, app, spec).await?;
+    }
     journal.done(s, false)?;
     Ok(())
+}
+
+/// After an updated container's first healthy result: it must stay running
+/// and healthy for the app's `min_healthy` (within its update window), else
+/// the update fails and reverts. `berth_core::update::judge_hold` decides.
+async fn hold_healthy(
+    ctx: &Ctx,
+    stack: &Stack,
+    app: &App,
+    spec: &ContainerSpec,
+    started: Instant,
+) -> Result<(), StepFailure> {
+    use berth_core::update::{HoldLook, HoldVerdict, judge_hold};
+    if app.update.min_healthy.is_zero() {
+        return Ok(());
+    }
+    ctx.step(
+        &app.id,
+        &format!(
+            "checking it stays healthy for {}",
+            berth_core::duration::format_duration(app.update.min_healthy)
+        ),
+    );
+    let healthy_at = Instant::now();
+    let target = Target {
+        container: &spec.name,
+        network: &stack.settings.network,
+    };
+    let longest = std::time::Duration::from_millis(HOLD_LOOK_INTERVAL_MS);
+    let cadence = app
+        .health
+        .as_ref()
+        .map_or(longest, |c| c.interval.min(longest));
+    let retries = app.health.as_ref().map_or(1, |c| c.retries);
+    let mut failures = 0;
+    let mut last_detail = String::new();
+    loop {
+        let running = is_running(ctx, &spec.name).await?;
+        if running && let Some(check) = &app.health {
+            let outcome = health::probe_once(ctx.engine.as_ref(), &target, check).await;
+            if outcome.ok {
+                failures = 0;
+            } else {
+                failures += 1;
+                last_detail = outcome.detail;
+            }
+        }
+        let look = HoldLook {
+            since_start: started.elapsed(),
+            since_healthy: healthy_at.elapsed(),
+            running,
+            failures,
+        };
+        match judge_hold(look, &app.update, retries) {
+            HoldVerdict::Passed => return Ok(()),
+            HoldVerdict::Failed(mut reason) => {
+                if failures > 0 && !last_detail.is_empty() {
+                    reason.push_str(&format!(": {last_detail}"));
+                }
+                return Err(StepFailure::Other(reason));
+            }
+            HoldVerdict::Watch => tokio::time::sleep(cadence).await,
+        }
+    }
 }
 
 /// An update's step 3: stop the old container and keep it, renamed, until
@@ -822,7 +897,10 @@ async fn keep_old(
     } else {
         plan::STEP_KEEP_STOPPED
     };
-    ctx.step(&app.id, "stopping the old version (kept until the new one runs)");
+    ctx.step(
+        &app.id,
+        "stopping the old version (kept until the new one runs)",
+    );
     let s = journal.intent(kind, name)?;
     ctx.engine
         .stop_container(name, app.stop_grace)
@@ -951,14 +1029,22 @@ async fn wait_ready(
     app: &App,
     spec: &ContainerSpec,
 ) -> Result<(), StepFailure> {
+    wait_ready_within(ctx, stack, app, spec, stack.settings.start_timeout).await
+}
+
+async fn wait_ready_within(
+    ctx: &Ctx,
+    stack: &Stack,
+    app: &App,
+    spec: &ContainerSpec,
+    timeout: std::time::Duration,
+) -> Result<(), StepFailure> {
     let started = Instant::now();
     // `Instant + Duration` panics on overflow; the manifest bounds the
     // timeout, and a deadline that cannot be represented is no deadline.
-    let deadline = started
-        .checked_add(stack.settings.start_timeout)
-        .unwrap_or_else(|| {
-            started + std::time::Duration::from_secs(berth_core::manifest::START_TIMEOUT_S_MAX)
-        });
+    let deadline = started.checked_add(timeout).unwrap_or_else(|| {
+        started + std::time::Duration::from_secs(berth_core::manifest::START_TIMEOUT_S_MAX)
+    });
     if !is_running(ctx, &spec.name).await? {
         return Err(StepFailure::Other(
             "container exited right after start".into(),
@@ -1006,7 +1092,7 @@ async fn wait_ready(
         ))),
         Err(WaitFailure::Timeout { detail }) => Err(StepFailure::Other(format!(
             "not healthy within {}: {detail}",
-            berth_core::duration::format_duration(stack.settings.start_timeout)
+            berth_core::duration::format_duration(timeout)
         ))),
     }
 }

@@ -104,22 +104,36 @@ fn r12_a_failed_update_puts_the_running_version_back_with_its_data() {
                 "{engine} {what}: the old container is back"
             );
             assert!(env.running(&c), "{engine} {what}: v1 running again");
-            assert_eq!(version_of(&env, &c).as_deref(), Some("1"), "{engine} {what}");
+            assert_eq!(
+                version_of(&env, &c).as_deref(),
+                Some("1"),
+                "{engine} {what}"
+            );
             assert_eq!(marker(&env, &c), "v1-data", "{engine} {what}: data kept");
-            assert_eq!(containers(&env), vec![c.clone()], "{engine} {what}: one container");
+            assert_eq!(
+                containers(&env),
+                vec![c.clone()],
+                "{engine} {what}: one container"
+            );
             assert_eq!(env.app_state("app"), "running", "{engine} {what}");
         }
         let failed: Vec<_> = events(&env, "app")
             .into_iter()
             .filter(|(k, _)| k == "update-failed")
             .collect();
-        assert_eq!(failed.len(), 2, "{engine}: one update-failed per attempt: {failed:?}");
+        assert_eq!(
+            failed.len(),
+            2,
+            "{engine}: one update-failed per attempt: {failed:?}"
+        );
         assert!(
             failed.iter().any(|(_, m)| m.contains("exit code 3")),
             "{engine}: the new container's exit code is reported: {failed:?}"
         );
         assert!(
-            failed.iter().all(|(_, m)| m.contains("previous version is back")),
+            failed
+                .iter()
+                .all(|(_, m)| m.contains("previous version is back")),
             "{engine}: {failed:?}"
         );
 
@@ -129,7 +143,11 @@ fn r12_a_failed_update_puts_the_running_version_back_with_its_data() {
         assert_ne!(env.inspect(&c, "{{.Id}}").as_deref(), Some(id.as_str()));
         assert_eq!(version_of(&env, &c).as_deref(), Some("2"), "{engine}");
         assert_eq!(marker(&env, &c), "v1-data", "{engine}: data kept by v2");
-        assert_eq!(containers(&env), vec![c.clone()], "{engine}: kept one removed");
+        assert_eq!(
+            containers(&env),
+            vec![c.clone()],
+            "{engine}: kept one removed"
+        );
         assert!(
             events(&env, "app").iter().any(|(k, _)| k == "updated"),
             "{engine}"
@@ -155,7 +173,10 @@ fn r12_a_failed_update_puts_the_running_version_back_with_its_data() {
         env.ok(&["down", "--purge"]);
         assert_eq!(env.leftovers(), Vec::<String>::new(), "{engine}");
         let out = env.berth(&["history", "app"]);
-        assert!(!out.status.success(), "{engine}: no history of an uninstalled app");
+        assert!(
+            !out.status.success(),
+            "{engine}: no history of an uninstalled app"
+        );
     }
 }
 
@@ -253,7 +274,11 @@ fn berth_killed_from_outside_during_an_update_leaves_exactly_one_container() {
             let _ = child.kill();
             let _ = child.wait();
             let rec = env.berth(&["recover", "--json"]);
-            assert!(rec.status.success(), "{engine} {delay_ms} ms: {}", text(&rec));
+            assert!(
+                rec.status.success(),
+                "{engine} {delay_ms} ms: {}",
+                text(&rec)
+            );
             assert_eq!(
                 containers(&env),
                 vec![c.clone()],
@@ -269,9 +294,15 @@ fn berth_killed_from_outside_during_an_update_leaves_exactly_one_container() {
                 running == current.to_string() || running == next.to_string(),
                 "{engine} {delay_ms} ms: version {running} runs, expected {current} or {next}"
             );
-            eprintln!("{engine}: berth killed {delay_ms} ms into an update from {current}: {running} runs");
+            eprintln!(
+                "{engine}: berth killed {delay_ms} ms into an update from {current}: {running} runs"
+            );
             current = running.parse().expect("a number");
-            assert_eq!(marker(&env, &c), "kept", "{engine} {delay_ms} ms: data kept");
+            assert_eq!(
+                marker(&env, &c),
+                "kept",
+                "{engine} {delay_ms} ms: data kept"
+            );
             env.write_stack(&web_at(&current.to_string()));
             let out = env.ok(&["up"]);
             assert!(
@@ -282,5 +313,57 @@ fn berth_killed_from_outside_during_an_update_leaves_exactly_one_container() {
         }
         env.ok(&["down", "--purge"]);
         assert_eq!(env.leftovers(), Vec::<String>::new(), "{engine}");
+    }
+}
+
+/// The same app as a version that passes its health check, then dies a few
+/// seconds later (Podman's auto-update is fooled by exactly this).
+fn dies_after_healthy() -> String {
+    format!(
+        "[apps.app]\nimage = \"{IMAGE}\"\nentrypoint = [\"/bin/sh\"]\ncommand = [\"-c\", \"/bin/berth-fake http --listen 0.0.0.0:8080 --control 0.0.0.0:9100 --name app --data-dir /data & sleep 3; exit 4\"]\nvolumes = {{ data = \"/data\" }}\nstop_grace = \"5s\"\nmin_healthy = \"8s\"\nenv = {{ VERSION = \"dies\" }}\n[apps.app.health]\nhttp = {{ port = 8080, path = \"/health\" }}\ninterval = \"1s\"\n"
+    )
+}
+
+/// Issue 12: one passing probe is not a success. A new version that dies a
+/// few seconds after its first healthy probe fails the update within its
+/// `min_healthy`, and v1 runs again with its data; one `update-failed`
+/// event says why.
+#[test]
+fn an_update_that_dies_after_its_first_healthy_probe_is_reverted() {
+    for engine in engines() {
+        let env = Env::new(&engine, "updh");
+        env.write_stack(&web_at("1"));
+        env.ok(&["up"]);
+        let c = env.container("app");
+        let id = env.inspect(&c, "{{.Id}}").expect("v1 exists");
+        env.engine_cmd(&["exec", &c, "sh", "-c", "echo v1-data > /data/marker"]);
+
+        env.write_stack(&dies_after_healthy());
+        let out = env.berth(&["up"]);
+        assert!(
+            !out.status.success(),
+            "{engine}: the update must fail: {}",
+            text(&out)
+        );
+        assert_eq!(
+            env.inspect(&c, "{{.Id}}").as_deref(),
+            Some(id.as_str()),
+            "{engine}"
+        );
+        assert!(env.running(&c), "{engine}: v1 running again");
+        assert_eq!(version_of(&env, &c).as_deref(), Some("1"), "{engine}");
+        assert_eq!(marker(&env, &c), "v1-data", "{engine}: data kept");
+        assert_eq!(containers(&env), vec![c.clone()], "{engine}: one container");
+        let failed: Vec<_> = events(&env, "app")
+            .into_iter()
+            .filter(|(k, _)| k == "update-failed")
+            .collect();
+        assert_eq!(failed.len(), 1, "{engine}: {failed:?}");
+        assert!(
+            failed[0]
+                .1
+                .contains("after its first healthy result (needs 8s healthy)"),
+            "{engine}: the reason names the hold: {failed:?}"
+        );
     }
 }
