@@ -165,15 +165,21 @@ mod tests {
     #[test]
     fn strings_yaml_would_read_otherwise_are_quoted() {
         for s in [
-            "true", "No", "null", "", "8080", "1e3", "-1", "a: b", "#x", "x #y", " x", "*a",
-            "&a", "!t", "{}", "[a]", "a\nb", "~", "on", "0x1f", ".5", "x\u{0}y",
+            "true", "No", "null", "", "8080", "1e3", "-1", "a: b", "#x", "x #y", " x", "*a", "&a",
+            "!t", "{}", "[a]", "a\nb", "~", "on", "0x1f", ".5", "x\u{0}y",
         ] {
             let out = to_string(&json!({ "k": s })).unwrap();
             let value = out.strip_prefix("k: ").unwrap().trim_end_matches('\n');
             assert!(value.starts_with('"'), "{s:?} written as {value}");
             assert_eq!(serde_json::from_str::<String>(value).unwrap(), s);
         }
-        for s in ["demo-a", "localhost/berth-demo", "io.berth.app", "/data", "ReadWriteOnce"] {
+        for s in [
+            "demo-a",
+            "localhost/berth-demo",
+            "io.berth.app",
+            "/data",
+            "ReadWriteOnce",
+        ] {
             assert_eq!(to_string(&json!({ "k": s })).unwrap(), format!("k: {s}\n"));
         }
     }

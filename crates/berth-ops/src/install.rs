@@ -938,7 +938,7 @@ async fn remove_kept(ctx: &Ctx, app: &str, name: &str, journal: &Journal<'_>) ->
 /// (removing the new one, if any, first) and start it again when it was
 /// running. When nothing was kept (berth died before the rename), the
 /// old container still has its name: it is only started again.
-async fn restore_kept(ctx: &Ctx, name: &str, start: bool) -> Result<(), EngineError> {
+pub(crate) async fn restore_kept(ctx: &Ctx, name: &str, start: bool) -> Result<(), EngineError> {
     let kept = naming::kept_container_name(name);
     if ctx.engine.inspect_container(&kept).await?.is_some() {
         ctx.engine.remove_container(name, true).await?;

@@ -116,6 +116,12 @@ pub async fn recover(ctx: &Arc<Ctx>) -> Result<Vec<Recovered>> {
     Ok(out)
 }
 
+/// Looks after an interrupted update's rollback, for engine calls of the
+/// killed berth that land late.
+const UPDATE_RECOVERY_LOOKS: u32 = 5;
+/// Time between those looks.
+const UPDATE_RECOVERY_LOOK_MS: u64 = 300;
+
 /// An interrupted update ends with exactly one container for the app:
 /// past its commit point the new one (the kept old one is removed),
 /// before it the old one (the new one is removed and the kept one put
@@ -136,10 +142,29 @@ async fn recover_update(ctx: &Arc<Ctx>, journal: &Journal<'_>, app: &str) -> Res
                 ));
             }
         }
-        journal.finish(OpOutcome::Resumed, Some("interrupted after its commit; finished"))?;
-        return Ok(format!("interrupted update of {app} finished (new version kept)"));
+        journal.finish(
+            OpOutcome::Resumed,
+            Some("interrupted after its commit; finished"),
+        )?;
+        return Ok(format!(
+            "interrupted update of {app} finished (new version kept)"
+        ));
     }
-    let remains = rollback(ctx, journal).await;
+    let mut remains = rollback(ctx, journal).await;
+    // A call of the killed berth can still be in flight in the engine
+    // (Podman carries out a stop or a rename whose client died): look
+    // again a few times and put the kept container back, started, whenever
+    // such a late call took it away again.
+    if let (true, Some(name)) = (remains.is_empty(), &container) {
+        let start = steps.iter().any(|s| s.kind == plan::STEP_KEEP_RUNNING);
+        for _ in 0..UPDATE_RECOVERY_LOOKS {
+            tokio::time::sleep(std::time::Duration::from_millis(UPDATE_RECOVERY_LOOK_MS)).await;
+            if let Err(e) = crate::install::restore_kept(ctx, name, start).await {
+                remains.push(format!("previous container of {name} ({e})"));
+                break;
+            }
+        }
+    }
     if !remains.is_empty() {
         // Left unfinished: the next start tries again.
         return Ok(format!(
@@ -151,5 +176,7 @@ async fn recover_update(ctx: &Arc<Ctx>, journal: &Journal<'_>, app: &str) -> Res
         OpOutcome::RolledBack,
         Some("interrupted before its commit; previous version restored"),
     )?;
-    Ok(format!("interrupted update of {app} rolled back to the previous version"))
+    Ok(format!(
+        "interrupted update of {app} rolled back to the previous version"
+    ))
 }

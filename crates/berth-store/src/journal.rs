@@ -312,7 +312,6 @@ impl Store {
     }
 }
 
-
 /// Records step `kind` on `resource` of operation `op` as already done,
 /// inside the caller's transaction (an update's commit point).
 pub(crate) fn record_done_step_on(

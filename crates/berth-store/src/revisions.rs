@@ -232,7 +232,10 @@ mod tests {
         assert_eq!(revs.last().unwrap().manifest.image, format!("lnd:v{total}"));
         assert!(store.revisions("other").unwrap().is_empty());
         store.delete_app("lnd").unwrap();
-        assert!(store.revisions("lnd").unwrap().is_empty(), "removed with the app");
+        assert!(
+            store.revisions("lnd").unwrap().is_empty(),
+            "removed with the app"
+        );
     }
 
     #[test]
